@@ -1,0 +1,38 @@
+# The two entry points the README opens with: `make demo` and `make test`. Both set up first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+STAMP := .setup.stamp
+
+.PHONY: setup demo test test-fast native-test clean
+
+# System packages (Debian's real photos for calibration/evaluation), torch CPU from the local wheel
+# before anything can ask for a CUDA build, pnnx without its torch dependency, then the project.
+$(STAMP): pyproject.toml tools/requirements-dev.txt Makefile
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s opencv-doc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null; }; \
+	else echo "note: not root; install Debian's opencv-doc for the full image set"; fi
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -r tools/requirements-dev.txt
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PYTHON) -m tools.models --quiet
+	edgesdk inspect "$$($(PYTHON) -m tools.models --path efficientnet_lite0)"
+
+test: setup native-test
+	$(PYTHON) -m pytest -q
+
+# The C++ core's own tests (ctest), built without Python.
+native-test:
+	cmake -S . -B build/ctest -G Ninja -DEDGESDK_PYTHON=OFF -DEDGESDK_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/ctest >/dev/null
+	ctest --test-dir build/ctest --output-on-failure
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf build dist *.egg-info $(STAMP)
