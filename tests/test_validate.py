@@ -9,7 +9,12 @@ rng = np.random.default_rng(0)
 
 
 def samples(n=5, shape=(1, 1000)):
-    return [{"logits": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+    out = []
+    for i in range(n):
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[0, (37 * i) % shape[1]] += 6.0  # a clear winner, as a confident classifier gives
+        out.append({"logits": x})
+    return out
 
 
 def test_identical_passes_fp32():
