@@ -1,0 +1,318 @@
+"""OpenVINO: ONNX -> IR (model.xml + model.bin) with convert_model/save_model, and a CPU session.
+
+Thread-safety: an OpenVINOSession shares one compiled model; each calling thread gets its own
+InferRequest, so run() may be called from several threads at once. The session side imports
+only openvino and numpy; convert() pulls in the build side (onnx) for names and error reports.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
+from .base import Artifact, ConvertOptions, TensorInfo
+from .onnxruntime import check_feeds, check_threads
+
+XML_FILE, BIN_FILE = "model.xml", "model.bin"
+HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailable("openvino is not installed: pip install 'edgesdk[openvino]'") from None
+    return openvino
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+# ---------------------------------------------------------------------------- convert (build side)
+
+# Lines of the ONNX frontend's report, e.g. "-- No conversion rule found for operations: Det-13, MaxUnpool-13"
+_NO_RULE = re.compile(r"No conversion rule found for operations:\s*(.+)")
+_FAILED = re.compile(r"Conversion is failed for:\s*(.+)")
+_VALUE_INFO = re.compile(r"Unsupported value_info type:\s*(\S+)")
+
+
+def _unsupported_ops(message: str) -> list[str]:
+    """Op names from the frontend's summary, opset suffix dropped: 'Det-13' -> 'Det'."""
+    ops: list[str] = []
+    for pattern in (_NO_RULE, _FAILED):
+        for m in pattern.finditer(message):
+            for item in m.group(1).split(","):
+                op = re.sub(r"-(\d+|X)$", "", item.strip())
+                if op and op not in ops:
+                    ops.append(op)
+    return ops
+
+
+def _producer_op(proto, value: str) -> str | None:
+    for node in proto.graph.node:
+        if value in node.output:
+            return f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+    return None
+
+
+def _conversion_error(e: Exception, proto, model: Path) -> EdgeSDKError:
+    msg = str(e)
+    ops = _unsupported_ops(msg)
+    if ops:
+        return UnsupportedOpError("openvino", ops, f"{model}: OpenVINO's ONNX frontend has no conversion for them")
+    m = _VALUE_INFO.search(msg)
+    if m:  # a sequence/map output (e.g. skl2onnx's ZipMap) has no OpenVINO tensor type
+        value = m.group(1)
+        op = _producer_op(proto, value)
+        return UnsupportedOpError(
+            "openvino", [op or value],
+            f"{model}: tensor {value!r} is not a plain tensor (sequence or map), which OpenVINO cannot represent")
+    return ConversionError(f"{model}: OpenVINO convert_model failed: {_first_line(e)}")
+
+
+def _port_index(ports, name: str) -> int:
+    for i, port in enumerate(ports):
+        if name in port.get_names():
+            return i
+    raise KeyError(name)
+
+
+def _port(ports, name: str, position: int):
+    try:
+        return ports[_port_index(ports, name)]
+    except KeyError:
+        return ports[position]
+
+
+def _check_ranges(inputs: list[TensorInfo], ranges: dict, source: Path) -> None:
+    by_name = {t.name: t for t in inputs}
+    for name, r in ranges.items():
+        if name not in by_name:
+            raise ModelError(f"{source}: no input named {name!r}; inputs are {sorted(by_name)}")
+        rank = len(by_name[name].shape)
+        for what in ("min", "opt", "max"):
+            if len(getattr(r, what)) != rank:
+                raise ModelError(
+                    f"{source}: input {name!r} has rank {rank} {list(by_name[name].shape)}, "
+                    f"got {what} {list(getattr(r, what))}")
+        if any(lo > hi or lo < 1 for lo, hi in zip(r.min, r.max)):
+            raise ModelError(f"{source}: input {name!r}: range min {list(r.min)} must be >= 1 and <= max {list(r.max)}")
+
+
+class OpenVINOBackend:
+    name = "openvino"
+    precisions = ("fp32", "fp16")
+
+    def available(self) -> str | None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino is not installed: pip install 'edgesdk[openvino]'"
+        return None
+
+    def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
+        """ONNX -> IR. `options.shapes` fixes inputs, `options.ranges` bounds their dynamic dims;
+        others stay dynamic. fp16 stores fp16 weights (compress_to_fp16); the CPU computes in fp32."""
+        from ..model import fix_input_shapes, graph_inputs, io_dicts, load_model
+        from ..optimize import staged_dir
+
+        options = options or ConvertOptions()
+        if options.precision not in self.precisions:
+            raise ConversionError(
+                f"openvino backend: precision {options.precision!r} is not supported yet; "
+                f"supported: {', '.join(self.precisions)}")
+        model, out_dir = Path(model), Path(out_dir)
+        proto = load_model(model)
+        inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))]
+        outputs = [TensorInfo.from_dict(d) for d in io_dicts(proto.graph.output)]
+        if options.shapes:
+            fix_input_shapes(proto, options.shapes, source=model)  # checks names, ranks, static dims
+        _check_ranges(inputs, options.ranges, model)
+
+        ov = _ov()
+        try:
+            ov_model = ov.convert_model(str(model))
+        except Exception as e:
+            raise _conversion_error(e, proto, model) from e
+
+        # convert_model keeps ONNX names as tensor names; if one were lost, ports keep the ONNX order.
+        in_ports = [_port(ov_model.inputs, t.name, k) for k, t in enumerate(inputs)]
+        out_ports = [_port(ov_model.outputs, t.name, k) for k, t in enumerate(outputs)]
+        renamed = {t.name: p.get_any_name() for t, p in zip(inputs + outputs, in_ports + out_ports)
+                   if t.name not in p.get_names()}
+        by_name = dict(zip([t.name for t in inputs], in_ports))
+        new_shapes = {
+            by_name[name]: ov.PartialShape([ov.Dimension(lo, hi) for lo, hi in zip(r.min, r.max)])
+            for name, r in options.ranges.items()
+        }
+        new_shapes.update({by_name[name]: ov.PartialShape(list(s)) for name, s in options.shapes.items()})
+        if new_shapes:
+            try:
+                ov_model.reshape(new_shapes)
+            except Exception as e:
+                raise ConversionError(f"{model}: OpenVINO cannot take shapes {options.shapes or options.ranges}: "
+                                      f"{_first_line(e)}") from None
+
+        def sized(infos, ports):
+            # Dims OpenVINO now knows (fixed inputs propagate to outputs) become ints; the rest keep their names.
+            out = []
+            for t, port in zip(infos, ports):
+                ps = port.get_partial_shape()
+                if ps.rank.is_dynamic:
+                    out.append(t)
+                    continue
+                names = t.shape if len(t.shape) == len(ps) else ("?",) * len(ps)
+                dims = tuple(ps[k].get_length() if ps[k].is_static else d for k, d in enumerate(names))
+                out.append(TensorInfo(t.name, dims, t.dtype))
+            return out
+
+        with staged_dir(out_dir) as tmp:
+            try:
+                ov.save_model(ov_model, str(tmp / XML_FILE), compress_to_fp16=(options.precision == "fp16"))
+            except Exception as e:
+                raise ConversionError(f"{model}: OpenVINO save_model failed: {_first_line(e)}") from None
+            artifact = Artifact(
+                backend=self.name,
+                precision=options.precision,
+                root=tmp,
+                files=[XML_FILE, BIN_FILE],
+                inputs=sized(inputs, in_ports),
+                outputs=sized(outputs, out_ports),
+                meta={"openvino": ov.get_version(), "tensor_names": renamed},
+            )
+            artifact.save()
+        artifact.root = out_dir
+        return artifact
+
+    def open(self, artifact: Artifact, threads: int | None = None) -> "OpenVINOSession":
+        return OpenVINOSession(artifact, threads=threads)
+
+
+# ---------------------------------------------------------------------------- session (device side)
+
+def _shared_tensor(ov, a: np.ndarray):
+    """An ov.Tensor over the array's own memory; only a non-contiguous array is copied (OpenVINO needs C order)."""
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return ov.Tensor(a, shared_memory=True)
+
+
+class OpenVINOSession:
+    """An OpenVINO IR compiled for `device`. Inputs are passed zero-copy; outputs are copied out."""
+
+    def __init__(self, artifact: Artifact | str | Path, threads: int | None = None,
+                 hint: str = "LATENCY", device: str = "CPU"):
+        check_threads(threads)
+        if hint not in HINTS:
+            raise EdgeSDKError(f"unknown OpenVINO performance hint {hint!r}; choose one of {', '.join(HINTS)}")
+        if not isinstance(artifact, Artifact):
+            artifact = Artifact.load(artifact)
+        if artifact.backend != "openvino":
+            raise BundleError(f"{artifact.root}: artifact is for {artifact.backend!r}, not openvino")
+        ov = self._ov = _ov()
+        core = ov.Core()
+        if device not in core.available_devices:
+            raise BackendUnavailable(
+                f"OpenVINO device {device!r} is not available here; available: {', '.join(core.available_devices)}")
+        xml = artifact.path(XML_FILE)
+        if not xml.is_file() or not artifact.path(BIN_FILE).is_file():
+            raise BundleError(f"{artifact.root}: missing {XML_FILE} or {BIN_FILE}")
+        config: dict[str, object] = {"PERFORMANCE_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if artifact.precision == "fp32":
+            # Parity with the fp32 reference: never let the plugin pick bf16/fp16 on CPUs that have them.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        try:
+            self._compiled = core.compile_model(core.read_model(str(xml)), device, config)
+        except Exception as e:
+            raise BundleError(f"{xml}: OpenVINO cannot load it: {_first_line(e)}") from None
+        self.artifact = artifact
+        self.inputs = list(artifact.inputs)
+        self.outputs = list(artifact.outputs)
+        ov_names = artifact.meta.get("tensor_names", {})  # ONNX name -> IR name where they differ
+        try:
+            self._in_idx = [_port_index(self._compiled.inputs, ov_names.get(t.name, t.name)) for t in self.inputs]
+            self._out_idx = [_port_index(self._compiled.outputs, ov_names.get(t.name, t.name)) for t in self.outputs]
+        except KeyError as e:
+            raise BundleError(f"{xml}: no tensor named {e} in the IR") from None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._requests: list = []  # every thread's request, so close() can release them all
+
+    def _request(self):
+        """This thread's InferRequest, created on first use."""
+        req = getattr(self._local, "request", None)
+        if req is None:
+            if self._compiled is None:
+                raise EdgeSDKError(f"{self.artifact.root}: session is closed")
+            with self._lock:
+                req = self._compiled.create_infer_request()
+                self._requests.append(req)
+            self._local.request = req
+        return req
+
+    def _tensors(self, feeds: dict[str, np.ndarray]) -> dict[int, object]:
+        check_feeds(self.inputs, feeds, str(self.artifact.root))
+        return {i: _shared_tensor(self._ov, feeds[t.name]) for t, i in zip(self.inputs, self._in_idx)}
+
+    def _collect(self, request) -> dict[str, np.ndarray]:
+        # The request reuses its output buffers on the next run: hand out copies.
+        return {t.name: request.get_output_tensor(i).data.copy() for t, i in zip(self.outputs, self._out_idx)}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._compiled is None:
+            raise EdgeSDKError(f"{self.artifact.root}: session is closed")
+        tensors = self._tensors(feeds)
+        req = self._request()
+        try:
+            for i, tensor in tensors.items():
+                req.set_input_tensor(i, tensor)
+            req.infer()
+        except Exception as e:
+            raise ModelError(f"{self.artifact.root}: OpenVINO failed to run: {_first_line(e)}") from None
+        return self._collect(req)
+
+    def run_async_many(self, feeds_list: list[dict[str, np.ndarray]], jobs: int = 0) -> list[dict[str, np.ndarray]]:
+        """Run every feed dict through an AsyncInferQueue (`jobs` requests; 0 = the plugin's optimum)
+        and return the results in the order given."""
+        if self._compiled is None:
+            raise EdgeSDKError(f"{self.artifact.root}: session is closed")
+        tensors = [self._tensors(f) for f in feeds_list]  # validated up front; kept alive until wait_all
+        results: list = [None] * len(tensors)
+        errors: list[BaseException] = []
+
+        def done(request, index):
+            try:
+                results[index] = self._collect(request)
+            except BaseException as e:  # an exception escaping a callback would be lost
+                errors.append(e)
+
+        queue = self._ov.AsyncInferQueue(self._compiled, jobs)
+        queue.set_callback(done)
+        try:
+            for index, t in enumerate(tensors):
+                queue.start_async(t, userdata=index)
+            queue.wait_all()
+        except Exception as e:
+            raise ModelError(f"{self.artifact.root}: OpenVINO failed to run: {_first_line(e)}") from None
+        if errors:
+            raise ModelError(f"{self.artifact.root}: OpenVINO failed to read results: {errors[0]}")
+        return results
+
+    def close(self) -> None:
+        with self._lock:
+            self._requests.clear()
+        self._local = threading.local()
+        self._compiled = None
+
+    def __enter__(self) -> "OpenVINOSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
