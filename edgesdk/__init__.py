@@ -23,7 +23,18 @@ def inspect(model, shapes=None, probe=True):
     return _inspect(model, shapes=shapes, probe=probe)
 
 
+def load_target(name_or_path):
+    """A target profile by built-in name or .toml path, validated."""
+    from .targets import load_target as _load
+
+    return _load(name_or_path)
+
+
+from .preprocess import PreprocessSpec  # noqa: E402  (numpy only)
+
 __all__ = [
+    "load_target",
+    "PreprocessSpec",
     "__version__",
     "inspect",
     "EdgeSDKError",

@@ -42,6 +42,19 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_targets(args) -> int:
+    from .targets import list_targets, load_target
+
+    profiles = [load_target(n) for n in list_targets()]
+    rows = [{"name": t.name, "engine": t.engine, "precision": t.precision, "arch": t.arch,
+             "threads": t.threads, "description": t.description} for t in profiles]
+    human = "\n".join([f"{'name':<24}{'engine':<13}{'precision':<11}{'arch':<9}description"]
+                      + [f"{r['name']:<24}{r['engine']:<13}{r['precision']:<11}{r['arch']:<9}{r['description']}"
+                         for r in rows])
+    _emit(args, {"targets": rows}, human)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -60,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("targets", help="the built-in target profiles")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_targets)
     return p
 
 
