@@ -1,0 +1,149 @@
+"""Run an ncnn artifact (model.param + model.bin written by convert.py) from Python.
+
+Device side: imports numpy and, when a session opens, the ncnn package — nothing of the converter.
+
+Thread-safety: one NcnnSession (one ncnn.Net, immutable after loading) may be shared by many
+threads; every run() makes its own ncnn.Extractor.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import BackendUnavailable, EdgeSDKError, ModelError
+from ..base import Artifact, TensorInfo
+
+def _import_ncnn():
+    try:
+        import ncnn
+    except ImportError as e:
+        raise BackendUnavailable(f"the ncnn Python package is not installed ({e}); pip install ncnn") from e
+    return ncnn
+
+
+def _fmt(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def shape_matches(expected: tuple, got: tuple) -> bool:
+    """True when `got` has the rank of `expected` and equals it on every fixed dim (strings are dynamic)."""
+    if len(expected) != len(got):
+        return False
+    return all(isinstance(e, str) or e == g for e, g in zip(expected, got))
+
+
+class NcnnSession:
+    """An ncnn.Net loaded from an artifact; run() takes and returns tensors keyed by ONNX names."""
+
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise EdgeSDKError(f"threads must be a positive integer or None, got {threads!r}")
+        meta = artifact.meta
+        try:
+            self._in_blobs = [(t, meta["inputs"][t.name]["blob"], meta["inputs"][t.name]["batch_axis"]) for t in artifact.inputs]
+            self._out_blobs = [(t, meta["outputs"][t.name]["blob"], meta["outputs"][t.name]["batch_axis"]) for t in artifact.outputs]
+            param, weights = artifact.path(meta["param"]), artifact.path(meta["bin"])
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"{artifact.root}: ncnn artifact metadata lacks {e} (was it written by the ncnn backend?)") from None
+        for p in (param, weights):
+            if not p.is_file():
+                raise ModelError(f"{p}: ncnn model file not found")
+
+        ncnn = _import_ncnn()
+        self._ncnn = ncnn
+        self.inputs: list[TensorInfo] = list(artifact.inputs)
+        self.outputs: list[TensorInfo] = list(artifact.outputs)
+        self.precision = artifact.precision
+
+        net = ncnn.Net()
+        # Options must be set before load_param: layers pick their kernels (and weight storage) at load.
+        # fp32 artifacts must not be silently demoted to fp16 storage/arithmetic, which ncnn does by default.
+        fp16 = artifact.precision == "fp16"
+        net.opt.use_fp16_storage = fp16
+        net.opt.use_fp16_packed = fp16
+        # fp16 arithmetic costs accuracy on ARMv8.2 cores beyond what the fp16 parity budget allows.
+        net.opt.use_fp16_arithmetic = False
+        net.opt.use_bf16_storage = False
+        if threads is not None:
+            net.opt.num_threads = threads
+        self.threads = net.opt.num_threads
+        if net.load_param(str(param)) != 0:
+            net.clear()
+            raise ModelError(f"{param}: ncnn could not load this param file")
+        if net.load_model(str(weights)) != 0:
+            net.clear()
+            raise ModelError(f"{weights}: ncnn could not load these weights (does it belong to {param.name}?)")
+        self._net = net
+
+    def _prepare(self, feeds: dict) -> list[np.ndarray]:
+        """Checked, batch-stripped, C-contiguous float32 arrays in input order."""
+        if not isinstance(feeds, dict):
+            raise ModelError(f"feeds must be a dict of input name -> numpy array, got {type(feeds).__name__}")
+        known = {t.name for t in self.inputs}
+        extra = sorted(set(feeds) - known)
+        if extra:
+            raise ModelError(f"unknown input(s) {extra}; the model takes {sorted(known)}")
+        arrays = []
+        for info, _, batch_axis in self._in_blobs:
+            if info.name not in feeds:
+                raise ModelError(f"missing input {info.name!r} ({_fmt(info.shape)} {info.dtype})")
+            a = feeds[info.name]
+            if not isinstance(a, np.ndarray):
+                raise ModelError(f"input {info.name!r}: expected a numpy array, got {type(a).__name__}")
+            if a.dtype != np.dtype(info.dtype):
+                raise ModelError(f"input {info.name!r}: expected dtype {info.dtype}, got {a.dtype}")
+            if not shape_matches(info.shape, a.shape):
+                raise ModelError(f"input {info.name!r}: expected shape {_fmt(info.shape)}, got {_fmt(a.shape)}")
+            if batch_axis is not None:
+                if a.shape[batch_axis] != 1:
+                    raise ModelError(f"input {info.name!r}: ncnn runs batch 1 only, got batch {a.shape[batch_axis]}")
+                a = a.squeeze(axis=batch_axis)
+            # ncnn.Mat reads the raw buffer and ignores strides: it must be C-contiguous.
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._net is None:
+            raise EdgeSDKError("this ncnn session is closed")
+        arrays = self._prepare(feeds)
+        ncnn = self._ncnn
+        # ncnn.Mat wraps each array without holding a reference to it: `arrays` and `mats` stay bound
+        # in this frame until every output is extracted, so no buffer is freed under ncnn.
+        mats = [ncnn.Mat(a) for a in arrays]
+        results: dict[str, np.ndarray] = {}
+        with self._net.create_extractor() as ex:
+            for (info, blob, _), m in zip(self._in_blobs, mats):
+                if ex.input(blob, m) != 0:
+                    raise ModelError(f"ncnn rejected input {info.name!r} (blob {blob})")
+            for info, blob, batch_axis in self._out_blobs:
+                rc, out = ex.extract(blob)
+                if rc != 0:
+                    raise ModelError(f"ncnn failed to compute output {info.name!r} (blob {blob}, code {rc})")
+                # Copy out of ncnn's pooled memory: the next run may reuse it.
+                y = np.array(out, copy=True)
+                if batch_axis is not None:
+                    y = np.expand_dims(y, batch_axis)
+                if not shape_matches(info.shape, y.shape):
+                    raise ModelError(
+                        f"ncnn output {info.name!r} has shape {_fmt(y.shape)}, the model says {_fmt(info.shape)}"
+                    )
+                if y.dtype != np.dtype(info.dtype):
+                    y = y.astype(info.dtype)
+                results[info.name] = y
+        del mats, arrays
+        return results
+
+    def close(self) -> None:
+        if self._net is not None:
+            self._net.clear()
+            self._net = None
+
+    def __enter__(self) -> "NcnnSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        # A session dropped without close() still frees ncnn's memory.
+        if getattr(self, "_net", None) is not None:
+            self.close()
