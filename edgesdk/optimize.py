@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,12 +77,17 @@ def _slim(model, source: Path):
         import onnxslim
     except ImportError:
         raise EdgeSDKError("optimizing needs onnxslim: pip install 'edgesdk[build]'") from None
+    # onnxslim rewrites sequence/map output types (skl2onnx's ZipMap) into invalid ones: keep the originals.
+    non_tensor = {o.name: o.type for o in model.graph.output if o.type.WhichOneof("value") != "tensor_type"}
     try:
         slimmed = onnxslim.slim(model)
     except Exception as e:
         raise ConversionError(f"{source}: onnxslim failed: {e}") from e
     if slimmed is None:
         raise ConversionError(f"{source}: onnxslim returned no model")
+    for o in slimmed.graph.output:
+        if o.name in non_tensor:
+            o.type.CopyFrom(non_tensor[o.name])
     return slimmed
 
 
@@ -98,14 +102,17 @@ def _check(model, source: Path) -> None:
 
 # ---------------------------------------------------------------------------- atomic writes
 
+def _temp_name(path: Path) -> str:
+    return f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
 def save_model_atomically(model, path: str | Path) -> Path:
     """onnx.save to a temp file beside `path`, then rename: readers never see half a model."""
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(_temp_name(path))  # created by onnx.save with the usual umask permissions
     try:
         try:
             onnx.save(model, tmp)
@@ -133,11 +140,12 @@ def staged_dir(out_dir: str | Path):
             raise ConversionError(
                 f"{out_dir}: directory is not empty and holds no {ARTIFACT_FILE}; refusing to overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = out_dir.with_name(_temp_name(out_dir))
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would end up on the artifact directory
     try:
         yield tmp
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
+            old = out_dir.with_name(_temp_name(out_dir))
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
