@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendUnavailable, ConversionError, ModelError, UnsupportedOpError
+from ...model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model, op_census, type_name
+from ...optimize import staged_dir
 from ..base import Artifact, ConvertOptions, TensorInfo
 
 PRECISIONS = ("fp32", "fp16")
@@ -26,7 +28,6 @@ BIN_FILE = "model.bin"
 PNNX_TIMEOUT_S = 600
 NO_BATCH = 233  # pnnx's batch_index for a blob that has no batch axis
 MAX_MAT_DIMS = 4  # ncnn.Mat holds at most 4 dims once the batch axis is gone
-STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 def find_pnnx() -> Path:
@@ -55,39 +56,31 @@ def _pnnx_version() -> str | None:
         return None
 
 
-def _load_onnx(model: Path):
-    import onnx
-
-    if not model.is_file():
-        raise ModelError(f"{model}: no such ONNX file")
-    try:
-        return onnx.load(str(model))
-    except Exception as e:  # onnx raises DecodeError, OSError, ValueError... for bad files
-        raise ModelError(f"{model}: not a readable ONNX model: {e}") from None
-
-
-def _nonstandard_ops(graph, found: dict[str, str]) -> dict[str, str]:
-    """op_type -> domain for every node outside the standard ONNX domain, subgraphs included."""
-    for node in graph.node:
-        if node.domain not in STANDARD_DOMAINS:
-            found.setdefault(node.op_type, node.domain)
-        for attr in node.attribute:
-            for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                _nonstandard_ops(g, found)
-    return found
-
-
-def _tensor_infos(graph) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    from onnx import helper
-
+def _tensor_infos(proto) -> tuple[list[TensorInfo], list[TensorInfo]]:
     def info(vi) -> TensorInfo:
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
-        return TensorInfo(vi.name, dims, str(helper.tensor_dtype_to_np_dtype(tt.elem_type)))
+        return TensorInfo(vi.name, tuple(dim_values(vi.type)), type_name(vi.type))
 
-    weights = {i.name for i in graph.initializer}
-    inputs = [info(vi) for vi in graph.input if vi.name not in weights]
-    return inputs, [info(vi) for vi in graph.output]
+    return [info(vi) for vi in graph_inputs(proto)], [info(vi) for vi in proto.graph.output]
+
+
+# Operator inputs that ncnn layers take as constants (layer parameters), by input position.
+_CONSTANT_INPUTS = {
+    "Resize": (1, 2, 3), "Upsample": (1,), "Reshape": (1,), "Expand": (1,), "Tile": (1,),
+    "Pad": (1, 2), "Slice": (1, 2, 3, 4), "ConstantOfShape": (0,), "TopK": (1,),
+}
+
+
+def _runtime_parameters(proto, inputs: list[TensorInfo]) -> list[tuple[str, str]]:
+    """(op type, model input) for each op whose sizes or scales come straight from a model input.
+
+    pnnx folds such ops by running them on made-up input values, and crashes when that fails."""
+    names = {t.name for t in inputs}
+    found = []
+    for node in proto.graph.node:
+        for i in _CONSTANT_INPUTS.get(node.op_type, ()):
+            if i < len(node.input) and node.input[i] in names:
+                found.append((node.op_type, node.input[i]))
+    return found
 
 
 def _shape_hint(t: TensorInfo) -> str:
@@ -224,70 +217,47 @@ def _expected_output_shapes(proto, inputs: list[TensorInfo], shapes: list[tuple]
 
     m = onnx.ModelProto()
     m.CopyFrom(proto)
-    by_name = {t.name: s for t, s in zip(inputs, shapes)}
-    for vi in m.graph.input:
-        if vi.name in by_name:
-            dims = vi.type.tensor_type.shape.dim
-            for d, v in zip(dims, by_name[vi.name]):
-                d.Clear()
-                d.dim_value = v
+    fix_input_shapes(m, {t.name: s for t, s in zip(inputs, shapes)})
     try:
-        m = onnx.shape_inference.infer_shapes(m, data_prop=True)
-    except Exception:  # inference is a cross-check only; a model it cannot type still converts
+        m = infer_shapes(m)
+    except ModelError:  # a cross-check only; a model onnx cannot type still converts
         return {}
-    out = {}
-    for vi in m.graph.output:
-        dims = vi.type.tensor_type.shape.dim
-        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else "?" for d in dims)
-    return out
+    return {vi.name: tuple(dim_values(vi.type)) for vi in m.graph.output}
 
 
 def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
     """Convert an ONNX file into out_dir/model.param + model.bin (+ artifact.json)."""
-    import onnx
-    from onnx import helper
-
     from .session import shape_matches
 
     model, out_dir = Path(model), Path(out_dir)
     if options.precision not in PRECISIONS:
         raise ConversionError(f"ncnn backend: precision {options.precision!r} is not available; choose one of {PRECISIONS}")
     pnnx = find_pnnx()
-    proto = _load_onnx(model)
+    proto = load_model(model)
 
-    foreign = _nonstandard_ops(proto.graph, {})
+    # pnnx segfaults on operators outside standard ONNX (ONNX-ML, com.microsoft): refuse them first.
+    foreign = [op for op in op_census(proto) if ":" in op]
     if foreign:
-        domains = sorted(set(foreign.values()))
+        raise UnsupportedOpError("ncnn", foreign, "pnnx converts standard ONNX operators only (domain ai.onnx)")
+    inputs, outputs = _tensor_infos(proto)
+    runtime = _runtime_parameters(proto, inputs)
+    if runtime:
+        uses = ", ".join(f"{op} takes model input {name!r} as a parameter" for op, name in runtime)
         raise UnsupportedOpError(
-            "ncnn", sorted(foreign), f"operators of domain(s) {', '.join(domains)} are outside standard ONNX, which is all pnnx converts"
+            "ncnn", sorted({op for op, _ in runtime}),
+            f"{uses}; ncnn layers need these values as constants: export the model with them fixed",
         )
-    inputs, outputs = _tensor_infos(proto.graph)
     for t in inputs:
         if t.dtype != "float32":
             raise ConversionError(f"input {t.name!r} is {t.dtype}; ncnn takes float32 inputs only")
     first, second = build_shapes(inputs, options)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        work = stage / "pnnx"
-        work.mkdir()
-        # pnnx's bundled onnxruntime refuses IR versions newer than it knows, which current onnx
-        # writes by default; the lowest IR that carries the model's opsets loads everywhere.
-        work_proto = onnx.ModelProto()
-        work_proto.CopyFrom(proto)
-        min_ir = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
-        work_proto.ir_version = min(proto.ir_version, max(min_ir, 7))
-        try:
-            onnx.save(work_proto, str(work / "model.onnx"))
-        except ValueError as e:  # > 2 GB protobuf
-            raise ModelError(f"{model}: cannot be re-saved for conversion: {e}") from None
-        del work_proto
-
+    with tempfile.TemporaryDirectory(prefix="edgesdk-pnnx-") as tmp, staged_dir(out_dir) as stage:
+        work = Path(tmp)
+        _write_work_model(proto, work / "model.onnx", model)
         _run_pnnx(pnnx, work, first, second, options.precision == "fp16")
 
-        param_text = (work / "model.ncnn.param").read_text()
-        layers = _param_layers(param_text)
+        layers = _param_layers((work / "model.ncnn.param").read_text())
         _check_layers(layers)
         n_inputs = sum(1 for kind, _ in layers if kind == "Input")
         blobs = {b for _, outs in layers for b in outs}
@@ -300,7 +270,6 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
         py_text = (work / "model_ncnn.py").read_text()
         in_axes = _batch_axes(py_text, "in", len(inputs))
         out_axes = _batch_axes(py_text, "out", len(outputs))
-
         for t, s1, s2, axis in zip(inputs, first, second, in_axes):
             if axis is not None and (s1[axis] != 1 or s2[axis] != 1):
                 raise ConversionError(
@@ -310,10 +279,8 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
             if len(s1) - (axis is not None) > MAX_MAT_DIMS:
                 raise ConversionError(f"input {t.name!r}: ncnn tensors have at most {MAX_MAT_DIMS} dims, shape {list(s1)}")
 
-        final = stage / "out"
-        final.mkdir()
-        shutil.move(str(work / "model.ncnn.param"), str(final / PARAM_FILE))
-        shutil.move(str(work / "model.ncnn.bin"), str(final / BIN_FILE))
+        shutil.move(str(work / "model.ncnn.param"), str(stage / PARAM_FILE))
+        shutil.move(str(work / "model.ncnn.bin"), str(stage / BIN_FILE))
         meta = {
             "param": PARAM_FILE,
             "bin": BIN_FILE,
@@ -321,37 +288,48 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
             "outputs": {t.name: {"blob": f"out{i}", "batch_axis": a} for i, (t, a) in enumerate(zip(outputs, out_axes))},
             "pnnx_version": _pnnx_version(),
         }
-        in_infos = [
-            TensorInfo(t.name, tuple(a if a == b else (t.shape[i] if isinstance(t.shape[i], str) else "?") for i, (a, b) in enumerate(zip(s1, s2))), t.dtype)
-            for t, s1, s2 in zip(inputs, first, second)
-        ]
-        # Output shapes as ncnn really produces them at the build shape(s), checked against ONNX.
-        probe = Artifact("ncnn", options.precision, final, [PARAM_FILE, BIN_FILE], in_infos,
-                         [TensorInfo(t.name, ("?",) * len(t.shape), t.dtype) for t in outputs], meta)
+        in_infos = [TensorInfo(t.name, _merge_dims(t, s1, s2), t.dtype) for t, s1, s2 in zip(inputs, first, second)]
+
+        # Output shapes as ncnn really produces them at the build shape(s), checked against ONNX:
+        # a wrong batch axis or a mangled reshape shows up here rather than as silent wrong output.
+        any_rank = [TensorInfo(t.name, ("?",) * len(t.shape), t.dtype) for t in outputs]
+        probe = Artifact("ncnn", options.precision, stage, [PARAM_FILE, BIN_FILE], in_infos, any_rank, meta)
         got = _probe(probe, inputs, first)
         got2 = _probe(probe, inputs, second) if second != first else got
         expected = _expected_output_shapes(proto, inputs, first)
         out_infos = []
         for t in outputs:
-            exp = expected.get(t.name, t.shape)
-            if not shape_matches(exp, got[t.name]):
+            want = expected.get(t.name, t.shape)
+            if not shape_matches(want, got[t.name]):
                 raise ConversionError(
-                    f"ncnn's output {t.name!r} has shape {list(got[t.name])} where ONNX gives {list(exp)}: "
+                    f"ncnn's output {t.name!r} has shape {list(got[t.name])} where ONNX gives {list(want)}: "
                     "pnnx converted this model wrongly"
                 )
-            dims = tuple(
-                a if a == b else (t.shape[i] if isinstance(t.shape[i], str) else "?")
-                for i, (a, b) in enumerate(zip(got[t.name], got2[t.name]))
-            )
-            out_infos.append(TensorInfo(t.name, dims, t.dtype))
+            out_infos.append(TensorInfo(t.name, _merge_dims(t, got[t.name], got2[t.name]), t.dtype))
 
-        artifact = Artifact("ncnn", options.precision, final, [PARAM_FILE, BIN_FILE], in_infos, out_infos, meta)
-        artifact.save()
-        _publish(final, out_dir)
-        artifact.root = out_dir
-        return artifact
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        Artifact("ncnn", options.precision, stage, [PARAM_FILE, BIN_FILE], in_infos, out_infos, meta).save()
+    return Artifact("ncnn", options.precision, out_dir, [PARAM_FILE, BIN_FILE], in_infos, out_infos, meta)
+
+
+def _merge_dims(t: TensorInfo, a: tuple, b: tuple) -> tuple:
+    """Dims equal in both builds/probes stay fixed; the others keep the ONNX dim's name."""
+    return tuple(x if x == y else (t.shape[i] if isinstance(t.shape[i], str) else "?") for i, (x, y) in enumerate(zip(a, b)))
+
+
+def _write_work_model(proto, path: Path, source: Path) -> None:
+    """A self-contained copy for pnnx, whose bundled onnxruntime refuses IR versions newer than it
+    knows (current onnx writes those by default): the lowest IR carrying the model's opsets loads."""
+    import onnx
+    from onnx import helper
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    min_ir = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    copy.ir_version = min(proto.ir_version, max(min_ir, 7))
+    try:
+        onnx.save(copy, str(path))
+    except ValueError as e:  # protobuf's 2 GB limit
+        raise ModelError(f"{source}: cannot be re-saved for conversion: {e}") from None
 
 
 def _check_layers(layers: list[tuple[str, list[str]]]) -> None:
@@ -380,14 +358,3 @@ def _probe(artifact: Artifact, inputs: list[TensorInfo], shapes: list[tuple]) ->
             return {k: v.shape for k, v in s.run(feeds).items()}
     except ModelError as e:
         raise ConversionError(f"the converted model does not run in ncnn: {e}") from None
-
-
-def _publish(staged: Path, out_dir: Path) -> None:
-    """Move the staged files into out_dir: a rename when out_dir is new, else file by file."""
-    if not out_dir.exists():
-        os.replace(staged, out_dir)
-        return
-    if not out_dir.is_dir():
-        raise ConversionError(f"{out_dir}: exists and is not a directory")
-    for f in staged.iterdir():
-        os.replace(f, out_dir / f.name)

@@ -11,6 +11,10 @@ import numpy as np
 
 from ...errors import BackendUnavailable, EdgeSDKError, ModelError
 from ..base import Artifact, TensorInfo
+from ..onnxruntime import check_feeds, check_threads
+
+SUPPORTED_PRECISIONS = ("fp32", "fp16")
+
 
 def _import_ncnn():
     try:
@@ -35,8 +39,9 @@ class NcnnSession:
     """An ncnn.Net loaded from an artifact; run() takes and returns tensors keyed by ONNX names."""
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise EdgeSDKError(f"threads must be a positive integer or None, got {threads!r}")
+        check_threads(threads)
+        if artifact.precision not in SUPPORTED_PRECISIONS:
+            raise ModelError(f"{artifact.root}: ncnn sessions run {SUPPORTED_PRECISIONS} artifacts, this one is {artifact.precision!r}")
         meta = artifact.meta
         try:
             self._in_blobs = [(t, meta["inputs"][t.name]["blob"], meta["inputs"][t.name]["batch_axis"]) for t in artifact.inputs]
@@ -53,6 +58,7 @@ class NcnnSession:
         self.inputs: list[TensorInfo] = list(artifact.inputs)
         self.outputs: list[TensorInfo] = list(artifact.outputs)
         self.precision = artifact.precision
+        self.root = artifact.root
 
         net = ncnn.Net()
         # Options must be set before load_param: layers pick their kernels (and weight storage) at load.
@@ -60,7 +66,8 @@ class NcnnSession:
         fp16 = artifact.precision == "fp16"
         net.opt.use_fp16_storage = fp16
         net.opt.use_fp16_packed = fp16
-        # fp16 arithmetic costs accuracy on ARMv8.2 cores beyond what the fp16 parity budget allows.
+        # fp16 arithmetic (ARMv8.2) rounds every intermediate; off, an fp16 artifact differs from fp32
+        # in storage only, which is what parity is checked for on the workstation.
         net.opt.use_fp16_arithmetic = False
         net.opt.use_bf16_storage = False
         if threads is not None:
@@ -76,23 +83,10 @@ class NcnnSession:
 
     def _prepare(self, feeds: dict) -> list[np.ndarray]:
         """Checked, batch-stripped, C-contiguous float32 arrays in input order."""
-        if not isinstance(feeds, dict):
-            raise ModelError(f"feeds must be a dict of input name -> numpy array, got {type(feeds).__name__}")
-        known = {t.name for t in self.inputs}
-        extra = sorted(set(feeds) - known)
-        if extra:
-            raise ModelError(f"unknown input(s) {extra}; the model takes {sorted(known)}")
+        check_feeds(self.inputs, feeds, str(self.root))
         arrays = []
         for info, _, batch_axis in self._in_blobs:
-            if info.name not in feeds:
-                raise ModelError(f"missing input {info.name!r} ({_fmt(info.shape)} {info.dtype})")
             a = feeds[info.name]
-            if not isinstance(a, np.ndarray):
-                raise ModelError(f"input {info.name!r}: expected a numpy array, got {type(a).__name__}")
-            if a.dtype != np.dtype(info.dtype):
-                raise ModelError(f"input {info.name!r}: expected dtype {info.dtype}, got {a.dtype}")
-            if not shape_matches(info.shape, a.shape):
-                raise ModelError(f"input {info.name!r}: expected shape {_fmt(info.shape)}, got {_fmt(a.shape)}")
             if batch_axis is not None:
                 if a.shape[batch_axis] != 1:
                     raise ModelError(f"input {info.name!r}: ncnn runs batch 1 only, got batch {a.shape[batch_axis]}")
