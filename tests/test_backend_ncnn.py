@@ -367,7 +367,7 @@ def test_layers_pnnx_cannot_lower_are_refused(backend, tmp_path):
                                             helper.make_tensor_value_info("factor", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "H", "W"])], inits)
     path = tmp_path / "up.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
     with pytest.raises(UnsupportedOpError) as e:
         backend.convert(path, tmp_path / "out", ConvertOptions())
     assert e.value.ops == ["F.interpolate"]
@@ -426,6 +426,46 @@ def test_two_inputs_outputs_map_by_onnx_name(backend, two_in_two_out, tmp_path):
     for name in want:
         assert got[name].shape == want[name].shape, name
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_in_place_first_layers_get_a_copy(backend, tmp_path):
+    # x feeds a Conv and, through ncnn's Split, an in-place ReLU. Wrapping x zero-copy would make
+    # ncnn dereference the wrapped Mat's missing refcount (a segfault) and overwrite the caller's
+    # array, so the session copies such inputs. Run in a child process so a crash is a failure here.
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "two")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Mul", ["r", "two"], ["scaled"])]
+    graph = helper.make_graph(nodes, "inplace", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("conv", TensorProto.FLOAT, [1, 4, 8, 8]),
+                               helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [1, 3, 8, 8])], inits)
+    model = tmp_path / "inplace.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(model))
+    art = backend.convert(model, tmp_path / "art", ConvertOptions())
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with reference_session(model) as ref:
+        want = ref.run({"x": x})
+    np.savez(tmp_path / "io.npz", x=x, **want)
+    child = (
+        "import sys, numpy as np\n"
+        "from edgesdk.backends.base import Artifact\n"
+        "from edgesdk.backends.ncnn.session import NcnnSession\n"
+        "io = np.load(sys.argv[2]); x = io['x'].copy()\n"
+        "with NcnnSession(Artifact.load(sys.argv[1])) as s:\n"
+        "    got = [s.run({'x': x}) for _ in range(3)]\n"
+        "assert np.array_equal(x, io['x']), 'the caller\\'s input was modified'\n"
+        "for g in got:\n"
+        "    for k in ('conv', 'scaled'):\n"
+        "        np.testing.assert_allclose(g[k], io[k], rtol=1e-4, atol=1e-5, err_msg=k)\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", child, str(art.root), str(tmp_path / "io.npz")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", f"exit {r.returncode}: {r.stdout}{r.stderr}"
 
 
 def test_linear_relu(backend, linear_relu_onnx, tmp_path):

@@ -181,18 +181,6 @@ def _run_pnnx(pnnx: Path, work: Path, first: list[tuple], second: list[tuple], f
     return log
 
 
-def _param_layers(param_text: str) -> list[tuple[str, list[str]]]:
-    """(layer type, output blob names) per layer of an ncnn .param file."""
-    layers = []
-    for line in param_text.splitlines()[2:]:
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        n_in, n_out = int(parts[2]), int(parts[3])
-        layers.append((parts[0], parts[4 + n_in : 4 + n_in + n_out]))
-    return layers
-
-
 def _batch_axes(py_text: str, prefix: str, count: int) -> list[int | None]:
     """Batch axis per blob in0.. or out0.., as pnnx's generated model_ncnn.py reads them."""
     if prefix == "in":
@@ -227,7 +215,7 @@ def _expected_output_shapes(proto, inputs: list[TensorInfo], shapes: list[tuple]
 
 def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
     """Convert an ONNX file into out_dir/model.param + model.bin (+ artifact.json)."""
-    from .session import shape_matches
+    from .session import param_layers, shape_matches
 
     model, out_dir = Path(model), Path(out_dir)
     if options.precision not in PRECISIONS:
@@ -257,10 +245,10 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
         _write_work_model(proto, work / "model.onnx", model)
         _run_pnnx(pnnx, work, first, second, options.precision == "fp16")
 
-        layers = _param_layers((work / "model.ncnn.param").read_text())
+        layers = param_layers((work / "model.ncnn.param").read_text())
         _check_layers(layers)
-        n_inputs = sum(1 for kind, _ in layers if kind == "Input")
-        blobs = {b for _, outs in layers for b in outs}
+        n_inputs = sum(1 for kind, _, _ in layers if kind == "Input")
+        blobs = {b for _, _, outs in layers for b in outs}
         missing = [f"out{i}" for i in range(len(outputs)) if f"out{i}" not in blobs]
         if n_inputs != len(inputs) or missing:
             raise ConversionError(
@@ -332,13 +320,13 @@ def _write_work_model(proto, path: Path, source: Path) -> None:
         raise ModelError(f"{source}: cannot be re-saved for conversion: {e}") from None
 
 
-def _check_layers(layers: list[tuple[str, list[str]]]) -> None:
+def _check_layers(layers: list[tuple[str, list[str], list[str]]]) -> None:
     """pnnx leaves operators it cannot lower under their pnnx/torch names; ncnn refuses to load those."""
     try:
         import ncnn
     except ImportError as e:
         raise BackendUnavailable(f"converting for ncnn needs the ncnn Python package to check the result ({e}); pip install ncnn") from e
-    unknown = sorted({kind for kind, _ in layers if ncnn.layer_to_index(kind) < 0})
+    unknown = sorted({kind for kind, _, _ in layers if ncnn.layer_to_index(kind) < 0})
     if unknown:
         raise UnsupportedOpError(
             "ncnn", unknown,

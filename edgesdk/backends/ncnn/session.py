@@ -15,6 +15,15 @@ from ..onnxruntime import check_feeds, check_threads
 
 SUPPORTED_PRECISIONS = ("fp32", "fp16")
 
+# Layers that only read their input blob and always write a new output. An ncnn.Mat over a numpy
+# buffer has no reference count: a layer that runs in place makes ncnn dereference that missing
+# count (a segfault) and would write into the caller's array, and many layers hand their input on
+# unchanged as an alias. So an input is wrapped zero-copy only when every consumer is one of these.
+ZERO_COPY_CONSUMERS = frozenset({
+    "Convolution", "ConvolutionDepthWise", "Convolution1D", "Convolution3D",
+    "Deconvolution", "DeconvolutionDepthWise", "InnerProduct",
+})
+
 
 def _import_ncnn():
     try:
@@ -26,6 +35,30 @@ def _import_ncnn():
 
 def _fmt(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def param_layers(param_text: str) -> list[tuple[str, list[str], list[str]]]:
+    """(layer type, input blobs, output blobs) per layer of a text ncnn .param file."""
+    layers = []
+    for line in param_text.splitlines()[2:]:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        n_in, n_out = int(parts[2]), int(parts[3])
+        layers.append((parts[0], parts[4 : 4 + n_in], parts[4 + n_in : 4 + n_in + n_out]))
+    return layers
+
+
+def zero_copy_safe(layers: list[tuple[str, list[str], list[str]]], blob: str) -> bool:
+    """Whether every layer reading `blob` (through Split, which aliases it) is in ZERO_COPY_CONSUMERS."""
+    for kind, ins, outs in layers:
+        if blob in ins:
+            if kind == "Split":
+                if not all(zero_copy_safe(layers, o) for o in outs):
+                    return False
+            elif kind not in ZERO_COPY_CONSUMERS:
+                return False
+    return True
 
 
 def shape_matches(expected: tuple, got: tuple) -> bool:
@@ -73,6 +106,12 @@ class NcnnSession:
         if threads is not None:
             net.opt.num_threads = threads
         self.threads = net.opt.num_threads
+        try:
+            layers = param_layers(param.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ModelError(f"{param}: not a readable ncnn param file: {e}") from None
+        # blob -> whether run() may hand ncnn the caller's buffer itself
+        self._zero_copy = {blob: zero_copy_safe(layers, blob) for _, blob, _ in self._in_blobs}
         if net.load_param(str(param)) != 0:
             net.clear()
             raise ModelError(f"{param}: ncnn could not load this param file")
@@ -101,8 +140,12 @@ class NcnnSession:
         arrays = self._prepare(feeds)
         ncnn = self._ncnn
         # ncnn.Mat wraps each array without holding a reference to it: `arrays` and `mats` stay bound
-        # in this frame until every output is extracted, so no buffer is freed under ncnn.
-        mats = [ncnn.Mat(a) for a in arrays]
+        # in this frame until every output is extracted, so no buffer is freed under ncnn. An input
+        # whose first layer may run in place gets an ncnn-owned copy instead (see ZERO_COPY_CONSUMERS).
+        mats = [
+            ncnn.Mat(a) if self._zero_copy[blob] else ncnn.Mat(a).clone()
+            for (_, blob, _), a in zip(self._in_blobs, arrays)
+        ]
         results: dict[str, np.ndarray] = {}
         with self._net.create_extractor() as ex:
             for (info, blob, _), m in zip(self._in_blobs, mats):
