@@ -39,60 +39,10 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def text_image_bgr():
-    from tools.models import read_bgr, text_image
+def text_image_bgr(text_image):
+    from tools.models import read_bgr
 
-    return read_bgr(text_image())
-
-
-# TEMPORARY until tests/conftest.py provides these fixtures
-@pytest.fixture(scope="module")
-def effnet_onnx():
-    from tools.models import efficientnet_lite0
-    return efficientnet_lite0()
-
-
-@pytest.fixture(scope="module")
-def effnet_preprocess():
-    from tools.models import EFFICIENTNET_PREPROCESS
-    return EFFICIENTNET_PREPROCESS
-
-
-@pytest.fixture(scope="module")
-def eval_images():
-    from tools.models import eval_images
-    return eval_images()
-
-
-@pytest.fixture(scope="module")
-def ppocr_det_onnx():
-    from tools.models import ppocr_det
-    return ppocr_det()
-
-
-@pytest.fixture(scope="module")
-def ppocr_rec_onnx():
-    from tools.models import ppocr_rec
-    return ppocr_rec()
-
-
-@pytest.fixture(scope="module")
-def sklearn_onnx():
-    from tools.models import sklearn_iris
-    return sklearn_iris()
-
-
-@pytest.fixture(scope="module")
-def srcnn_onnx():
-    from tools.models import srcnn_factor
-    return srcnn_factor()
-
-
-@pytest.fixture(scope="module")
-def linear_relu_onnx():
-    from tools.models import linear_relu
-    return linear_relu()
-# END TEMPORARY
+    return read_bgr(text_image)
 
 
 def timed_convert(backend, model, out, options):
@@ -284,14 +234,10 @@ def test_ppocr_det_dynamic_two_sizes(backend, ppocr_det_onnx, text_image_bgr, tm
 
 
 @pytest.mark.slow
-def test_ppocr_rec_dynamic_two_widths(backend, ppocr_rec_onnx, text_image_bgr, tmp_path):
-    from tools.models import ppocr_keys
-
-    keys = ppocr_keys()
-
+def test_ppocr_rec_dynamic_two_widths(backend, ppocr_rec_onnx, ppocr_keys, text_image_bgr, tmp_path):
     def decode(probs):
         idx = probs[0].argmax(-1)
-        return "".join(keys[i] for j, i in enumerate(idx) if i and (j == 0 or i != idx[j - 1]))
+        return "".join(ppocr_keys[i] for j, i in enumerate(idx) if i and (j == 0 or i != idx[j - 1]))
 
     opts = ConvertOptions(ranges={"x": ShapeRange((1, 3, 48, 32), (1, 3, 48, 160), (1, 3, 48, 640))})
     art = timed_convert(backend, ppocr_rec_onnx, tmp_path / "rec", opts)
@@ -424,6 +370,32 @@ def test_two_inputs_outputs_map_by_onnx_name(backend, two_in_two_out, tmp_path):
         want, got = ref.run(feeds), s.run(feeds)
     assert list(got) == ["feat", "fc", "pooled"]
     for name in want:
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_batch_axis_moved_by_transpose(backend, tmp_path):
+    # pnnx tracks the batch axis through the graph: after Transpose(perm=[2,0,1,3]) it sits at
+    # axis 1 of the output, and the session must put the 1 back there, not at axis 0.
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1, 80], np.int64), "flat")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["moved"], perm=[2, 0, 1, 3]),
+             helper.make_node("Reshape", ["c", "flat"], ["flat_out"])]
+    graph = helper.make_graph(nodes, "moved", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 5])],
+                              [helper.make_tensor_value_info("moved", TensorProto.FLOAT, [4, 1, 4, 5]),
+                               helper.make_tensor_value_info("flat_out", TensorProto.FLOAT, [1, 80])], inits)
+    model = tmp_path / "moved.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(model))
+    art = backend.convert(model, tmp_path / "art", ConvertOptions())
+    assert art.meta["outputs"]["moved"]["batch_axis"] == 1
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    with reference_session(model) as ref, backend.open(art) as s:
+        want, got = ref.run({"x": x}), s.run({"x": x})
+    for name in ("moved", "flat_out"):
         assert got[name].shape == want[name].shape, name
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
