@@ -214,6 +214,9 @@ TABLES = {
 }
 # Tables listing every op the engine has; an op missing from them is unsupported, not unverified.
 COMPLETE_TABLES = frozenset({"onnxruntime"})
+# Engines that inline model-local functions (pnnx and ORT measured; onnx-tensorrt has a
+# LocalFunctionImporter). OpenVINO 2026.4.1 reports "No conversion rule" for a local function call.
+INLINES_FUNCTIONS = frozenset({"ncnn", "tensorrt", "onnxruntime"})
 
 # (min, max) default-domain opset; None where neither docs nor the engine state a bound.
 OPSET_RANGE = {
@@ -274,13 +277,14 @@ def check_compat(
     """
     source = model_path or "model"
     inputs = _input_dims(model, dict(shapes or {}), source)
-    ops = _model_ops(model)
+    inlined, calls = _model_ops(model, inline=True), _model_ops(model, inline=False)
+    ops = {b: inlined if b in INLINES_FUNCTIONS else calls for b in BACKENDS}
     opsets = {("" if o.domain in DEFAULT_DOMAINS else o.domain): int(o.version) for o in model.opset_import}
     probes = _run_probes(model, model_path, inputs, ops) if probe else {}
 
     report = {}
     for b in BACKENDS:
-        unsupported, unverified = _table_answer(b, ops, opsets)
+        unsupported, unverified = _table_answer(b, ops[b], opsets)
         limits = _limit_notes(b, opsets, int(model.ir_version))
         c = BackendCompat(supported=not unsupported and not limits, unsupported=unsupported, notes=limits)
         result = probes.get(b)
@@ -295,6 +299,9 @@ def check_compat(
             if result.ok or result.ops:
                 unverified = []
         c.notes.extend(_fix_notes(b, c.unsupported))
+        if b not in INLINES_FUNCTIONS and any(_name(*f) in c.unsupported for f in calls - inlined):
+            c.notes.append(f"{ENGINE[b]} does not inline model-local functions: inline them first "
+                           f"(onnx.inliner.inline_local_functions)")
         c.notes.extend(_dynamic_notes(b, inputs))
         if unverified:
             c.notes.append(f"not in {ENGINE[b]}'s documented list; unverified: {', '.join(unverified)}")
@@ -340,9 +347,9 @@ def _input_dims(model, shapes: dict, source) -> list[tuple[str, list, str]]:
     return [(i.name, dim_values(i.type), type_name(i.type)) for i in inputs.graph.input]
 
 
-def _model_ops(model) -> set[tuple[str, str]]:
-    """(domain, op_type) of every node, inside subgraphs too; calls to model-local functions are
-    replaced by the functions' bodies, as every engine here inlines them."""
+def _model_ops(model, inline: bool) -> set[tuple[str, str]]:
+    """(domain, op_type) of every node, inside subgraphs too; with `inline`, calls to model-local
+    functions are replaced by the functions' bodies."""
     functions = {(f.domain, f.name): f for f in model.functions}
     found: set[tuple[str, str]] = set()
     seen: set[tuple[str, str]] = set()
@@ -350,7 +357,7 @@ def _model_ops(model) -> set[tuple[str, str]]:
     def walk(nodes):
         for node in nodes:
             key = (node.domain, node.op_type)
-            if key in functions:
+            if inline and key in functions:
                 if key not in seen:
                     seen.add(key)
                     walk(functions[key].node)
@@ -460,7 +467,7 @@ def _dynamic_notes(backend: str, inputs: list) -> list[str]:
 
 # ---------------------------------------------------------------------------- probes
 
-def _run_probes(model, model_path, inputs, ops) -> dict[str, _Probe | str]:
+def _run_probes(model, model_path, inputs, ops: dict[str, set]) -> dict[str, _Probe | str]:
     """Each installed engine's verdict, or a note saying why it was not asked. Never raises."""
     import importlib.util
 
@@ -478,13 +485,13 @@ def _run_probes(model, model_path, inputs, ops) -> dict[str, _Probe | str]:
                 return {**out, "ncnn": note, "openvino": note, "onnxruntime": note}
         for backend, probe in (("onnxruntime", _probe_onnxruntime), ("openvino", _probe_openvino)):
             try:
-                out[backend] = probe(path, ops)
+                out[backend] = probe(path, ops[backend])
             except ImportError:
                 out[backend] = f"not probed: {backend} not installed"
             except Exception as e:  # an engine failing oddly must not sink the report
                 out[backend] = f"not probed: {backend} probe failed unexpectedly: {_key_line(str(e))}"
         try:
-            out["ncnn"] = _probe_ncnn(model, tmp / "pnnx", inputs, ops)
+            out["ncnn"] = _probe_ncnn(model, tmp / "pnnx", inputs, ops["ncnn"])
         except Exception as e:
             out["ncnn"] = f"not probed: pnnx probe failed unexpectedly: {_key_line(str(e))}"
     return out
@@ -557,7 +564,7 @@ def _probe_openvino(path: Path, ops: set) -> _Probe:
 
 def _probe_ncnn(model, work: Path, inputs: list, ops: set) -> _Probe | str:
     """Run the pnnx converter (it writes ncnn's .param) and read what it could not lower."""
-    from .backends.ncnn.convert import _param_layers, _write_work_model, find_pnnx
+    from .backends.ncnn.convert import _write_work_model, find_pnnx
 
     try:
         pnnx = find_pnnx()
@@ -593,7 +600,9 @@ def _probe_ncnn(model, work: Path, inputs: list, ops: set) -> _Probe | str:
     if proc.returncode == 0 and param.is_file():
         known = _ncnn_layer_check()
         model_ops = {op for d, op in ops if not d}
-        for kind, _ in _param_layers(param.read_text(errors="replace")):
+        # a .param line after the two header lines starts with the layer type
+        kinds = [ln.split()[0] for ln in param.read_text(errors="replace").splitlines()[2:] if ln.strip()]
+        for kind in kinds:
             if known(kind):
                 continue
             onnx_op = kind if kind in model_ops else PNNX_TO_ONNX.get(kind)
