@@ -399,7 +399,9 @@ class _CudaPython:
         except ImportError:
             from cuda import cudart as rt  # cuda-python < 12.6
         self.rt = rt
-        self.stream = self._call(rt.cudaStreamCreate(), "cudaStreamCreate")
+        err, self.stream = rt.cudaStreamCreate()
+        if int(err) != 0:  # no GPU, or a driver older than these bindings
+            raise BackendUnavailable(f"CUDA is not usable here: cudaStreamCreate failed with {err}")
 
     def _call(self, result, what):
         err, *rest = result
@@ -571,7 +573,13 @@ def ensure_plan(artifact: Artifact, config: BuildConfig, key: PlanKey, cache_dir
         raise BundleError(f"{onnx_path}: does not match the sha256 in {BUILD_FILE}; the artifact was modified")
     major, minor = key.compute_capability
     timing = engines / f"timing-{key.trt_version}-sm{major}{minor}.cache"  # timing caches are device-specific
-    store_plan(plan_path, build_plan(onnx_path, config, timing), key, config)
+    try:
+        engines.mkdir(parents=True, exist_ok=True)
+        plan = build_plan(onnx_path, config, timing)
+        store_plan(plan_path, plan, key, config)
+    except OSError as e:
+        raise BundleError(f"{engines}: cannot write the TensorRT plan cache ({e}); "
+                          "give TensorRTSession a writable cache_dir") from None
     return plan_path
 
 
@@ -609,7 +617,6 @@ class TensorRTSession:
             raise BundleError(f"{self.plan_path}: TensorRT cannot deserialize this plan; delete it to rebuild")
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        self._is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._dtype = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         missing = [t.name for t in self.inputs + self.outputs if t.name not in self._dtype]
         if missing:
@@ -640,14 +647,14 @@ class TensorRTSession:
             raise EdgeSDKError(f"{self.artifact.root}: session is closed")
         check_feeds(self.inputs, feeds, str(self.artifact.root))
         with self._lock, self._cuda.active():
+            # Shapes first: nothing is enqueued until every input is accepted.
             host = {}
             for t in self.inputs:
                 a = np.ascontiguousarray(feeds[t.name], dtype=self._dtype[t.name])
                 self._check_profile(t.name, a.shape)
                 if not self._context.set_input_shape(t.name, a.shape):
                     raise ModelError(f"{self.artifact.root}: TensorRT rejected shape {_fmt(a.shape)} for {t.name!r}")
-                host[t.name] = a  # kept alive until the copies below have finished
-                self._cuda.htod(self._buffer(t.name, a.nbytes), a)
+                host[t.name] = a  # kept alive until the stream is synchronised
             results = {}
             for t in self.outputs:
                 shape = tuple(self._context.get_tensor_shape(t.name))
@@ -655,12 +662,17 @@ class TensorRTSession:
                     raise EdgeSDKError(f"{self.artifact.root}: output {t.name!r} has a data-dependent shape "
                                        f"{_fmt(shape)}, which this session does not support")
                 results[t.name] = np.empty(shape, dtype=self._dtype[t.name])
-                self._buffer(t.name, results[t.name].nbytes)
-            if not self._context.execute_async_v3(self._cuda.handle()):
-                raise EdgeSDKError(f"{self.artifact.root}: TensorRT failed to enqueue the inference")
+            for name, a in host.items():
+                self._cuda.htod(self._buffer(name, a.nbytes), a)
             for name, out in results.items():
-                self._cuda.dtoh(out, self._buffers[name][0])
+                self._buffer(name, out.nbytes)
+            ok = self._context.execute_async_v3(self._cuda.handle())
+            if ok:
+                for name, out in results.items():
+                    self._cuda.dtoh(out, self._buffers[name][0])
             self._cuda.sync()
+            if not ok:
+                raise EdgeSDKError(f"{self.artifact.root}: TensorRT failed to enqueue the inference")
         return results
 
     def close(self) -> None:
