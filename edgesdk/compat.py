@@ -6,6 +6,7 @@ answer overrides the table. Build side: onnx and the engines are imported lazily
 """
 from __future__ import annotations
 
+import numbers
 import re
 import signal
 import subprocess
@@ -341,9 +342,9 @@ def _input_dims(model, shapes: dict, source) -> list[tuple[str, list, str]]:
     inputs = onnx.ModelProto()
     inputs.graph.input.extend(graph_inputs(model))
     for name, shape in shapes.items():
-        if not all(isinstance(d, int) and d > 0 for d in shape):
+        if not all(isinstance(d, numbers.Integral) and d > 0 for d in shape):
             raise ModelError(f"{source}: shape for input {name!r} must be positive integers, got {list(shape)}")
-    fix_input_shapes(inputs, shapes, source=source)
+    fix_input_shapes(inputs, {k: tuple(int(d) for d in v) for k, v in shapes.items()}, source=source)
     return [(i.name, dim_values(i.type), type_name(i.type)) for i in inputs.graph.input]
 
 
@@ -455,7 +456,7 @@ def _dynamic_notes(backend: str, inputs: list) -> list[str]:
         if backend == "tensorrt":
             notes.append(f"input '{name}' has dynamic dims {dynamic}: TensorRT needs min/opt/max ranges "
                          f"(profile [inputs.{name}] min/opt/max) — or fix with {fix}")
-        elif backend == "ncnn" and dynamic == [dims[0]]:
+        elif backend == "ncnn" and all(isinstance(d, int) for d in dims[1:]):
             notes.append(f"input '{name}' has a dynamic batch dim {dynamic}: ncnn runs one sample at a time, "
                          f"so pnnx converts it at batch 1")
         elif backend == "ncnn":
@@ -538,8 +539,10 @@ def _probe_onnxruntime(path: Path, ops: set) -> _Probe:
         names = re.findall(r"Could not find an implementation for (\w+)\(", msg)
         names += re.findall(r"([\w.]+:\w+)\(-?\d+\) is not a registered function/op", msg)
         names += re.findall(r"No Op registered for (\w+)", msg)
-        known = re.search(r"Unsupported model IR version[^\n]*|Current official support for domain [\w.]+ is till opset \d+", msg)
-        return _Probe(False, _report_names(names, ops), f"{who} refused it: {known.group(0) if known else _key_line(msg)}")
+        known = re.search(
+            r"Unsupported model IR version[^\n]*|Current official support for domain [\w.]+ is till opset \d+", msg)
+        reason = known.group(0) if known else _key_line(msg)
+        return _Probe(False, _report_names(names, ops), f"{who} refused it: {reason}")
     return _Probe(True, reason=f"{who} loaded it")
 
 

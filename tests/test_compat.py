@@ -178,7 +178,7 @@ def test_dynamic_hw_probe_needs_a_shape_and_uses_the_given_one():
     for b in ("openvino", "onnxruntime"):
         assert probed(unshaped[b]) and unshaped[b].supported
 
-    shaped = check_compat(model, shapes={"x": (1, 3, 64, 48)}, probe=True)
+    shaped = check_compat(model, shapes={"x": tuple(np.array([1, 3, 64, 48]))}, probe=True)
     assert probed(shaped["ncnn"]) and shaped["ncnn"].supported, shaped["ncnn"].notes
     for c in shaped.values():
         assert not any("dynamic" in n for n in c.notes), c.notes
@@ -225,7 +225,8 @@ def test_openvino_probe_names_every_missing_op():
         helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("MaxUnpool", ["p", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
     ]
-    model = _model(nodes, [_tensor("x", [1, 1, 4, 4]), _tensor("a", [2, 2])], [_tensor("y", [1, 1, 4, 4]), _tensor("d", [])])
+    model = _model(nodes, [_tensor("x", [1, 1, 4, 4]), _tensor("a", [2, 2])],
+                   [_tensor("y", [1, 1, 4, 4]), _tensor("d", [])])
     report = check_compat(model, probe=True)
     assert report["openvino"].unsupported == ["Det", "MaxUnpool"]
     assert report["ncnn"].unsupported == ["Det", "MaxUnpool"]
