@@ -48,7 +48,7 @@ def effnet_trt(effnet_onnx, tmp_path_factory):
 @pytest.fixture(scope="module")
 def det_trt(ppocr_det_onnx, tmp_path_factory):
     options = ConvertOptions(precision="fp16", ranges={"x": DET_RANGE},
-                             engine={"workspace_mb": 2048, "dla_core": 0, "optimization_level": 5})
+                             engine={"workspace_mb": 2048, "dla_core": 0, "builder_optimization_level": 5})
     return TensorRTBackend().convert(ppocr_det_onnx, tmp_path_factory.mktemp("trt") / "det", options)
 
 
@@ -71,9 +71,9 @@ def test_effnet_static_artifact(effnet_onnx, effnet_trt):
     assert build["precision"] == "fp16" and build["flags"] == ["fp16"]
     assert build["profiles"] == {}  # a static model needs no optimisation profile
     assert build["onnx_sha256"] == sha256(effnet_onnx)
-    assert (build["workspace_mb"], build["dla_core"], build["optimization_level"]) == (1024, None, 3)
+    assert (build["workspace_mb"], build["dla_core"], build["builder_optimization_level"]) == (1024, None, 3)
     line = ("trtexec --onnx=model.onnx --saveEngine=model.plan --skipInference --fp16 "
-            "--memPoolSize=workspace:1024M --builderOptimizationLevel=3 --timingCacheFile=timing.cache")
+            "--memPoolSize=workspace:1024 --builderOptimizationLevel=3 --timingCacheFile=timing.cache")
     assert build["trtexec"] == line and a.meta["trtexec"] == line
 
 
@@ -89,11 +89,11 @@ def test_trtexec_script_runs_that_line(effnet_trt):
 def test_ppocr_det_dynamic_ranges(det_trt):
     build = json.loads(det_trt.path(BUILD_FILE).read_text())
     assert build["profiles"] == {"x": {"min": [1, 3, 32, 32], "opt": [1, 3, 640, 640], "max": [4, 3, 1280, 1280]}}
-    assert (build["workspace_mb"], build["dla_core"], build["gpu_fallback"], build["optimization_level"]) == \
+    assert (build["workspace_mb"], build["dla_core"], build["gpu_fallback"], build["builder_optimization_level"]) == \
         (2048, 0, True, 5)
     assert build["trtexec"] == (
         "trtexec --onnx=model.onnx --saveEngine=model.plan --skipInference --fp16 "
-        "--memPoolSize=workspace:2048M --builderOptimizationLevel=5 "
+        "--memPoolSize=workspace:2048 --builderOptimizationLevel=5 "
         "--minShapes=x:1x3x32x32 --optShapes=x:1x3x640x640 --maxShapes=x:4x3x1280x1280 "
         "--useDLACore=0 --allowGPUFallback --timingCacheFile=timing.cache")
     assert det_trt.inputs[0].shape[1] == 3 and isinstance(det_trt.inputs[0].shape[2], str)
@@ -104,7 +104,7 @@ def test_fixed_shape_becomes_min_opt_max(ppocr_det_onnx):
     assert config.profiles == {"x": ShapeRange((1, 3, 640, 480), (1, 3, 640, 480), (1, 3, 640, 480))}
     assert trtexec_command(config) == (
         "trtexec --onnx=model.onnx --saveEngine=model.plan --skipInference "
-        "--memPoolSize=workspace:1024M --builderOptimizationLevel=3 "
+        "--memPoolSize=workspace:1024 --builderOptimizationLevel=3 "
         "--minShapes=x:1x3x640x480 --optShapes=x:1x3x640x480 --maxShapes=x:1x3x640x480 "
         "--timingCacheFile=timing.cache")
 
@@ -201,7 +201,7 @@ def test_resolve_profiles_keeps_static_inputs_out():
 @pytest.mark.parametrize("precision, engine, message", [
     ("fp16", {"workspace": 512}, r"unknown TensorRT engine option\(s\) \['workspace'\]"),
     ("fp16", {"workspace_mb": 0}, r"workspace_mb must be a positive integer"),
-    ("fp16", {"optimization_level": 9}, r"optimization_level must be an integer 0..5, got 9"),
+    ("fp16", {"builder_optimization_level": 9}, r"builder_optimization_level must be an integer 0..5, got 9"),
     ("fp16", {"dla_core": -1}, r"dla_core must be a non-negative integer"),
     ("fp32", {"dla_core": 0}, r"DLA runs fp16 or int8 only"),
     ("fp16", {"gpu_fallback": "yes"}, r"gpu_fallback must be true or false"),

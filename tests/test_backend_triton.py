@@ -126,7 +126,7 @@ def effnet_repo(effnet_onnx, tmp_path_factory):
 @pytest.fixture(scope="module")
 def rec_repo(ppocr_rec_onnx, tmp_path_factory):
     return TritonBackend().convert(ppocr_rec_onnx, tmp_path_factory.mktemp("triton") / "repo",
-                                   ConvertOptions(engine={"model_name": "ppocr_rec", "instances": 2}))
+                                   ConvertOptions(engine={"model_name": "ppocr_rec", "instance_count": 2}))
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +327,7 @@ def test_writer_escapes_and_rank1_batch():
     ({"instance_kind": "gpu", "triton_backend": "openvino"}, {}, r"openvino backend runs instances of kind cpu"),
     ({"model_name": "../x"}, {}, r"model_name '../x' must be a directory name"),
     ({"workspace_mb": 64}, {}, r"unknown engine option\(s\) \['workspace_mb'\] for Triton with onnxruntime"),
-    ({"instances": 0}, {}, r"instances must be an integer >= 1"),
+    ({"instance_count": 0}, {}, r"instance_count must be an integer >= 1"),
     ({}, {"precision": "int8"}, r"onnxruntime backend: precision 'int8' is not supported"),
 ])
 def test_option_errors(effnet_onnx, tmp_path, engine, options, message):

@@ -45,7 +45,7 @@ BUILD_SCHEMA = 1
 
 DEFAULT_WORKSPACE_MB = 1024
 DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default; 0..5
-ENGINE_KEYS = ("workspace_mb", "dla_core", "gpu_fallback", "optimization_level")
+ENGINE_KEYS = ("workspace_mb", "dla_core", "gpu_fallback", "builder_optimization_level")
 
 NOT_INSTALLED = "TensorRT is not installed; it ships with JetPack on Jetson devices"
 NO_CUDA_BINDINGS = ("TensorRT needs CUDA Python bindings for device memory: "
@@ -78,7 +78,7 @@ class BuildConfig:
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     dla_core: int | None = None
     gpu_fallback: bool = True
-    optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL
+    builder_optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL
     onnx: str = MODEL_FILE
     plan: str = PLAN_FILE
     timing_cache: str = TIMING_CACHE_FILE
@@ -100,7 +100,7 @@ class BuildConfig:
             "workspace_mb": self.workspace_mb,
             "dla_core": self.dla_core,
             "gpu_fallback": self.gpu_fallback,
-            "optimization_level": self.optimization_level,
+            "builder_optimization_level": self.builder_optimization_level,
             "plan": self.plan,
             "timing_cache": self.timing_cache,
             "trtexec": trtexec_command(self),
@@ -119,7 +119,7 @@ class BuildConfig:
                 workspace_mb=int(d["workspace_mb"]),
                 dla_core=d["dla_core"],
                 gpu_fallback=bool(d["gpu_fallback"]),
-                optimization_level=int(d["optimization_level"]),
+                builder_optimization_level=int(d["builder_optimization_level"]),
                 onnx=d["onnx"],
                 plan=d["plan"],
                 timing_cache=d["timing_cache"],
@@ -222,9 +222,9 @@ def _engine_options(engine: dict, precision: str, source) -> dict:
     ws = engine.get("workspace_mb", DEFAULT_WORKSPACE_MB)
     if not isinstance(ws, int) or isinstance(ws, bool) or ws < 1:
         raise ConversionError(f"{source}: workspace_mb must be a positive integer (MiB), got {ws!r}")
-    level = engine.get("optimization_level", DEFAULT_OPTIMIZATION_LEVEL)
+    level = engine.get("builder_optimization_level", DEFAULT_OPTIMIZATION_LEVEL)
     if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5:
-        raise ConversionError(f"{source}: optimization_level must be an integer 0..5, got {level!r}")
+        raise ConversionError(f"{source}: builder_optimization_level must be an integer 0..5, got {level!r}")
     dla = engine.get("dla_core")
     if dla is not None and (not isinstance(dla, int) or isinstance(dla, bool) or dla < 0):
         raise ConversionError(f"{source}: dla_core must be a non-negative integer or absent, got {dla!r}")
@@ -234,7 +234,7 @@ def _engine_options(engine: dict, precision: str, source) -> dict:
     fallback = engine.get("gpu_fallback", True)
     if not isinstance(fallback, bool):
         raise ConversionError(f"{source}: gpu_fallback must be true or false, got {fallback!r}")
-    return {"workspace_mb": ws, "optimization_level": level, "dla_core": dla, "gpu_fallback": fallback}
+    return {"workspace_mb": ws, "builder_optimization_level": level, "dla_core": dla, "gpu_fallback": fallback}
 
 
 def shapes_spec(profiles: dict[str, ShapeRange], which: str) -> str:
@@ -250,8 +250,8 @@ def trtexec_command(config: BuildConfig) -> str:
     """The `trtexec` line that builds the same plan as the session's builder, shell-quoted."""
     args = ["trtexec", f"--onnx={config.onnx}", f"--saveEngine={config.plan}", "--skipInference"]
     args += [f"--{flag}" for flag in config.flags]
-    args.append(f"--memPoolSize=workspace:{config.workspace_mb}M")
-    args.append(f"--builderOptimizationLevel={config.optimization_level}")
+    args.append(f"--memPoolSize=workspace:{config.workspace_mb}")  # MiB, the unit of every trtexec since 8.4
+    args.append(f"--builderOptimizationLevel={config.builder_optimization_level}")
     if config.profiles:
         for which in ("min", "opt", "max"):
             args.append(f"--{which}Shapes={shapes_spec(config.profiles, which)}")
@@ -268,7 +268,8 @@ def trtexec_script(config: BuildConfig) -> str:
         "#!/bin/sh\n"
         "# Builds this model's TensorRT plan with trtexec, exactly as edgesdk's TensorRT session does on first\n"
         "# load (edgesdk caches its own plans under engines/; run this to build or debug outside edgesdk).\n"
-        "# JetPack installs trtexec in /usr/src/tensorrt/bin, which is not on PATH.\n"
+        "# JetPack installs trtexec in /usr/src/tensorrt/bin, which is not on PATH. The flags are TensorRT 10's\n"
+        "# (JetPack 6); TensorRT 8.5 (JetPack 5) has neither --skipInference nor --builderOptimizationLevel.\n"
         "set -e\n"
         'cd "$(dirname "$0")"\n'
         'PATH="$PATH:/usr/src/tensorrt/bin"\n'
@@ -519,7 +520,9 @@ def build_plan(onnx_path: Path, config: BuildConfig, timing_cache: Path | None =
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # Explicit batch is the only mode in TensorRT 10; 8.x (JetPack 5) must be asked for it.
+    major = int(trt.__version__.split(".")[0])
+    network = builder.create_network(0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -527,7 +530,8 @@ def build_plan(onnx_path: Path, config: BuildConfig, timing_cache: Path | None =
 
     cfg = builder.create_builder_config()
     cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
-    cfg.builder_optimization_level = config.optimization_level
+    if hasattr(cfg, "builder_optimization_level"):  # TensorRT >= 8.6; older builders behave as level 3
+        cfg.builder_optimization_level = config.builder_optimization_level
     for flag in config.flags:
         value = getattr(trt.BuilderFlag, flag.upper(), None)
         if value is None:  # TensorRT 11 dropped precision flags for strongly typed networks

@@ -26,7 +26,7 @@ README_FILE = "README.txt"
 VERSION = "1"
 TRITON_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 TRITON_KEYS = ("triton_backend", "model_name", "max_batch_size", "preferred_batch_size",
-               "max_queue_delay_us", "instances", "instance_kind")
+               "max_queue_delay_us", "instance_count", "instance_kind")
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_QUEUE_DELAY_US = 100
 
@@ -196,7 +196,7 @@ def _triton_options(engine: dict, model: Path) -> tuple[dict, dict]:
         "preferred_batch_size": own.get("preferred_batch_size"),
         "max_queue_delay_us": _positive_int(own.get("max_queue_delay_us", DEFAULT_MAX_QUEUE_DELAY_US),
                                             "max_queue_delay_us", model, minimum=0),
-        "instances": _positive_int(own.get("instances", 1), "instances", model),
+        "instance_count": _positive_int(own.get("instance_count", 1), "instance_count", model),
         "instance_kind": instance_kind,
     }
     if kind == "onnxruntime" and rest:
@@ -325,7 +325,7 @@ class TritonBackend:
             shutil.rmtree(tmp / ".engine")
             config = model_config(
                 name, kind, sub.inputs, sub.outputs, mbs, preferred, opts["max_queue_delay_us"],
-                opts["instances"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=model)
+                opts["instance_count"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=model)
             (tmp / name / CONFIG_FILE).write_text(to_pbtxt(config))
             (tmp / README_FILE).write_text(readme(out_dir, name, kind, mbs))
             artifact = Artifact(
