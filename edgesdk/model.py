@@ -45,7 +45,12 @@ def load_model(path: str | Path, check: bool = True):
             # The path form handles models over 2 GB and checks external data files.
             onnx.checker.check_model(str(p))
         except Exception as e:
-            raise ModelError(f"{p}: ONNX checker: {_first_line(e)}") from None
+            # A graph output declared without a shape fails the checker, yet shape inference fills it
+            # (onnx.helper makes such models): valid once inferred.
+            try:
+                onnx.checker.check_model(onnx.shape_inference.infer_shapes(model))
+            except Exception:
+                raise ModelError(f"{p}: ONNX checker: {_first_line(e)}") from None
     return model
 
 
