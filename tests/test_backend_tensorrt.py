@@ -117,6 +117,17 @@ def test_dla_without_gpu_fallback(ppocr_det_onnx):
     assert "--useDLACore=1" in line and "--allowGPUFallback" not in line
 
 
+def test_jetson_target_profile(effnet_onnx, tmp_path):
+    from edgesdk.targets import load_target
+
+    target = load_target("jetson-orin-nano")
+    options = ConvertOptions(precision=target.precision, shapes=target.shapes, ranges=target.ranges,
+                             engine=dict(target.engine_options))
+    a = registry.get(target.engine).convert(effnet_onnx, tmp_path / "orin", options)
+    build = json.loads(a.path(BUILD_FILE).read_text())
+    assert (build["precision"], build["workspace_mb"], build["builder_optimization_level"]) == ("fp16", 1024, 3)
+
+
 def test_names_trtexec_must_quote():
     profiles = {"input:0": ShapeRange((1, 4), (2, 4), (8, 4)), "b": ShapeRange((1,), (1,), (2,))}
     assert shapes_spec(profiles, "max") == "'input:0':8x4,b:2"

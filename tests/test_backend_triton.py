@@ -323,7 +323,7 @@ def test_writer_escapes_and_rank1_batch():
 
 @pytest.mark.parametrize("engine, options, message", [
     ({"triton_backend": "tensorflow"}, {}, r"triton_backend must be one of onnxruntime, openvino, tensorrt"),
-    ({"max_batch_size": 8}, {}, r"max_batch_size 8 needs a dynamic first dim .*'images' has a fixed first dim"),
+    ({"max_batch_size": -1}, {}, r"max_batch_size must be an integer >= 0, got -1"),
     ({"instance_kind": "gpu", "triton_backend": "openvino"}, {}, r"openvino backend runs instances of kind cpu"),
     ({"model_name": "../x"}, {}, r"model_name '../x' must be a directory name"),
     ({"workspace_mb": 64}, {}, r"unknown engine option\(s\) \['workspace_mb'\] for Triton with onnxruntime"),
@@ -334,6 +334,16 @@ def test_option_errors(effnet_onnx, tmp_path, engine, options, message):
     with pytest.raises(ConversionError, match=message):
         TritonBackend().convert(effnet_onnx, tmp_path / "repo", ConvertOptions(engine=engine, **options))
     assert not (tmp_path / "repo").exists()
+
+
+def test_batch_cap_on_a_fixed_batch_model(effnet_onnx, tmp_path):
+    # A target profile's max_batch_size caps batching; a model exported with batch 1 is served unbatched.
+    a = TritonBackend().convert(effnet_onnx, tmp_path / "repo", ConvertOptions(
+        engine={"model_name": "effnet", "max_batch_size": 8, "instance_count": 1}))
+    c = parse_pbtxt(a.path("effnet/config.pbtxt").read_text())
+    assert c["max_batch_size"] == [0] and c["input"][0]["dims"] == [1, 3, 224, 224]
+    assert a.meta["batching_note"] == "not batched: 'images' has a fixed first dim [1, 3, 224, 224]"
+    assert "max_batch_size 0 (not batched: 'images' has a fixed first dim" in a.path("README.txt").read_text()
 
 
 def test_rec_preferred_batch_sizes(ppocr_rec_onnx, tmp_path):

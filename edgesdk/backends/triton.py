@@ -205,26 +205,22 @@ def _triton_options(engine: dict, model: Path) -> tuple[dict, dict]:
     return opts, rest
 
 
-def _batch_settings(opts: dict, inputs: list[TensorInfo], outputs: list[TensorInfo], model: Path) -> tuple[int, list]:
-    blocker = batch_blocker(inputs, outputs)
+def _batch_settings(opts: dict, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                    model: Path) -> tuple[int, list, str | None]:
+    """(max_batch_size, preferred sizes, why batching is off or None). The max_batch_size option is the cap
+    for models that can batch; a model with a fixed first dim is served unbatched, and the reason recorded."""
     mbs = opts["max_batch_size"]
-    if mbs is None:
-        mbs = 0 if blocker else DEFAULT_MAX_BATCH_SIZE
-    mbs = _positive_int(mbs, "max_batch_size", model, minimum=0)
-    if mbs > 0 and blocker:
-        raise ConversionError(f"{model}: max_batch_size {mbs} needs a dynamic first dim on every input and output, "
-                              f"but {blocker}; set max_batch_size = 0")
+    mbs = DEFAULT_MAX_BATCH_SIZE if mbs is None else _positive_int(mbs, "max_batch_size", model, minimum=0)
+    blocker = batch_blocker(inputs, outputs)
+    if mbs == 0 or blocker:
+        return 0, [], (f"not batched: {blocker}" if mbs and blocker else None)
     preferred = opts["preferred_batch_size"]
-    if mbs == 0:
-        if preferred:
-            raise ConversionError(f"{model}: preferred_batch_size is set but the model is not batched (max_batch_size 0)")
-        return 0, []
     if preferred is None:
         preferred = sorted({max(mbs // 2, 1), mbs})
     if not isinstance(preferred, list) or not all(
             isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= mbs for b in preferred):
         raise ConversionError(f"{model}: preferred_batch_size must be a list of integers in 1..{mbs}, got {preferred!r}")
-    return mbs, preferred
+    return mbs, preferred, None
 
 
 def _batch_ranges(inputs: list[TensorInfo], options: ConvertOptions, mbs: int, model: Path) -> dict[str, ShapeRange]:
@@ -245,11 +241,12 @@ def _batch_ranges(inputs: list[TensorInfo], options: ConvertOptions, mbs: int, m
     return ranges
 
 
-def readme(root: Path, name: str, kind: str, max_batch_size: int) -> str:
+def readme(root: Path, name: str, kind: str, max_batch_size: int, batching_note: str | None = None) -> str:
     lines = [
         "Triton Inference Server model repository written by edgesdk.",
         "",
-        f'Model "{name}": Triton backend {kind}, max_batch_size {max_batch_size}.',
+        f'Model "{name}": Triton backend {kind}, max_batch_size {max_batch_size}'
+        + (f" ({batching_note})." if batching_note else "."),
         "",
     ]
     if kind == "openvino":
@@ -311,7 +308,7 @@ class TritonBackend:
         # A --shape fixes an input for this build: its dims decide batching as they will be served.
         sized = [TensorInfo(t.name, tuple(options.shapes[t.name]), t.dtype) if t.name in options.shapes else t
                  for t in inputs]
-        mbs, preferred = _batch_settings(opts, sized, outputs, model)
+        mbs, preferred, batching_note = _batch_settings(opts, sized, outputs, model)
         ranges = _batch_ranges(inputs, options, mbs, model) if kind == "tensorrt" and mbs else dict(options.ranges)
         sub_options = ConvertOptions(precision=options.precision, shapes=dict(options.shapes),
                                      ranges=ranges, engine=engine_rest)
@@ -327,7 +324,7 @@ class TritonBackend:
                 name, kind, sub.inputs, sub.outputs, mbs, preferred, opts["max_queue_delay_us"],
                 opts["instance_count"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=model)
             (tmp / name / CONFIG_FILE).write_text(to_pbtxt(config))
-            (tmp / README_FILE).write_text(readme(out_dir, name, kind, mbs))
+            (tmp / README_FILE).write_text(readme(out_dir, name, kind, mbs, batching_note))
             artifact = Artifact(
                 backend=self.name,
                 precision=options.precision,
@@ -336,7 +333,7 @@ class TritonBackend:
                 inputs=sub.inputs,
                 outputs=sub.outputs,
                 meta={"model_name": name, "triton_backend": kind, "max_batch_size": mbs,
-                      "engine_meta": sub.meta},
+                      "batching_note": batching_note, "engine_meta": sub.meta},
             )
             artifact.save()
         artifact.root = out_dir
