@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import EdgeSDKError
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeSDKError as e:
         print(f"edgesdk: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("edgesdk: interrupted", file=sys.stderr)
         return 130
