@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml tools/requirements-dev.txt Makefile
 	  dpkg -s opencv-doc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null; }; \
 	else echo "note: not root; install Debian's opencv-doc for the full image set"; fi
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -r tools/requirements-dev.txt
+	grep -v 'no-deps' tools/requirements-dev.txt | $(PIP) install -q -r /dev/stdin
+	grep 'no-deps' tools/requirements-dev.txt | $(PIP) install -q --no-deps -r /dev/stdin
 	$(PIP) install -q -e ".[dev]"
 	@touch $(STAMP)
 
