@@ -1,0 +1,84 @@
+"""Shared fixtures: the real test models, labels and photos built (once, cached) by tools.models."""
+import sys
+from pathlib import Path
+
+import pytest
+
+# tools/ is a top-level folder of the repo, not part of the installed package.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools import models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def effnet_onnx() -> Path:
+    return models.efficientnet_lite0()
+
+
+@pytest.fixture(scope="session")
+def effnet_preprocess() -> dict:
+    """PreprocessSpec fields for EfficientNet-Lite0 (a copy: tests may change it)."""
+    return dict(models.EFFICIENTNET_PREPROCESS)
+
+
+@pytest.fixture(scope="session")
+def imagenet_labels() -> list[str]:
+    return models.imagenet_labels()
+
+
+@pytest.fixture(scope="session")
+def ppocr_det_onnx() -> Path:
+    return models.ppocr_det()
+
+
+@pytest.fixture(scope="session")
+def ppocr_rec_onnx() -> Path:
+    return models.ppocr_rec()
+
+
+@pytest.fixture(scope="session")
+def ppocr_keys() -> list[str]:
+    return models.ppocr_keys()
+
+
+@pytest.fixture(scope="session")
+def real_images() -> dict:
+    """name -> Path of every real photo (an ImageSet: ``.notes`` lists missing sources)."""
+    return models.images()
+
+
+@pytest.fixture(scope="session")
+def calib_images() -> list[Path]:
+    return models.calibration_images()
+
+
+@pytest.fixture(scope="session")
+def eval_images() -> list[Path]:
+    return models.eval_images()
+
+
+@pytest.fixture(scope="session")
+def text_image() -> Path:
+    return models.text_image()
+
+
+@pytest.fixture(scope="session")
+def linear_relu_onnx() -> Path:
+    return models.linear_relu()
+
+
+@pytest.fixture(scope="session")
+def sklearn_onnx() -> Path:
+    return models.sklearn_iris()
+
+
+@pytest.fixture(scope="session")
+def two_transpose_onnx() -> Path:
+    return models.two_transpose()
+
+
+@pytest.fixture(scope="session")
+def srcnn_onnx() -> Path:
+    return models.srcnn_factor()
