@@ -145,12 +145,11 @@ def _save_onnx(model, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _ort_session(model_or_path):
+def _ort_session(model):
+    """An onnxruntime CPU session on an in-memory ModelProto."""
     import onnxruntime as ort
 
-    src = model_or_path if isinstance(model_or_path, (str, Path)) else model_or_path.SerializeToString()
-    return ort.InferenceSession(str(src) if isinstance(src, Path) else src,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def _torch_export(module, args, out, **kwargs) -> None:
