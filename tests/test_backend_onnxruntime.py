@@ -61,6 +61,13 @@ def test_convert_with_fixed_shape(ppocr_det_onnx, tmp_path):
             sess.run({"x": np.zeros((1, 3, 480, 640), np.float32)})
 
 
+def test_shapes_already_fixed_copy_as_is(effnet_onnx, tmp_path):
+    a = OnnxRuntimeBackend().convert(effnet_onnx, tmp_path / "e", ConvertOptions(shapes={"images": (1, 3, 224, 224)}))
+    assert a.path("model.onnx").read_bytes() == effnet_onnx.read_bytes()
+    with pytest.raises(ModelError, match="fixed at"):
+        OnnxRuntimeBackend().convert(effnet_onnx, tmp_path / "f", ConvertOptions(shapes={"images": (1, 3, 320, 320)}))
+
+
 def test_dynamic_model_keeps_dim_names(ppocr_rec_onnx, tmp_path):
     a = OnnxRuntimeBackend().convert(ppocr_rec_onnx, tmp_path / "rec", ConvertOptions())
     (x,) = a.inputs

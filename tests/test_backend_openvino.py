@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-import skimage.data
 from onnx import TensorProto, helper
 
 from edgesdk.backends import registry
@@ -28,13 +27,10 @@ def convert(model, out, **options):
     return OpenVINOBackend().convert(model, out, ConvertOptions(**options))
 
 
-def page_bgr() -> np.ndarray:
-    return cv2.cvtColor(skimage.data.page(), cv2.COLOR_GRAY2BGR)
-
-
-def det_input(h: int, w: int) -> np.ndarray:
-    """The scanned page stretched to HxW, ImageNet mean/std on [0, 1] as PP-OCR det expects, NCHW."""
-    x = cv2.resize(page_bgr(), (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+def det_input(image, h: int, w: int) -> np.ndarray:
+    """The image stretched to HxW, ImageNet mean/std on [0, 1] as PP-OCR det expects, NCHW."""
+    bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    x = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
     x = (x - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
@@ -120,12 +116,12 @@ def test_effnet_fp16_parity(effnet_onnx, effnet_ov, effnet_feeds, effnet_ref, tm
     assert rep.top1_agreement == 1.0
 
 
-def test_ppocr_det_dynamic_two_sizes(det_ov):
+def test_ppocr_det_dynamic_two_sizes(det_ov, text_image):
     opt, art = det_ov
     assert isinstance(art.inputs[0].shape[2], str) and isinstance(art.inputs[0].shape[3], str)
     ref, sess = reference_session(opt), OpenVINOSession(art)
     for h, w in ((320, 320), (480, 640)):
-        feeds = {"x": det_input(h, w)}
+        feeds = {"x": det_input(text_image, h, w)}
         r, g = ref.run(feeds)[DET_OUT], sess.run(feeds)[DET_OUT]
         assert g.shape == r.shape == (1, 1, h, w)
         assert (r > 0.3).mean() > 0.05  # the page's text lines really fire
@@ -135,15 +131,12 @@ def test_ppocr_det_dynamic_two_sizes(det_ov):
         assert diff < 1e-3
 
 
-def test_ppocr_rec_dynamic_two_widths(ppocr_rec_onnx, tmp_path):
-    from tools.models import ppocr_keys
-
-    keys = ppocr_keys()
+def test_ppocr_rec_dynamic_two_widths(ppocr_rec_onnx, ppocr_keys, text_image, tmp_path):
     opt = optimize(ppocr_rec_onnx, tmp_path / "rec.onnx").path
     art = convert(opt, tmp_path / "ov")
     assert art.inputs[0].shape[1:3] == (3, 48) and isinstance(art.inputs[0].shape[3], str)
     ref, sess = reference_session(opt), OpenVINOSession(art)
-    title = page_bgr()[0:36]  # "Region-based segmentation"
+    title = cv2.imread(str(text_image), cv2.IMREAD_COLOR)[0:36]  # the page's heading
     for w, crop, text in ((160, title[:, :150], "Region-based"), (320, title, "Region-based segmentation")):
         feeds = {"x": rec_input(crop, w)}
         r, g = ref.run(feeds)[REC_OUT], sess.run(feeds)[REC_OUT]
@@ -151,17 +144,17 @@ def test_ppocr_rec_dynamic_two_widths(ppocr_rec_onnx, tmp_path):
         diff = float(np.abs(g - r).max())
         print(f"\nppocr rec width {w}: cosine {cosine(r, g):.7f}  max_abs {diff:.3g}")
         assert cosine(r, g) >= 0.999
-        assert ctc_text(r[0], keys) == ctc_text(g[0], keys) == text
+        assert ctc_text(r[0], ppocr_keys) == ctc_text(g[0], ppocr_keys) == text
 
 
-def test_fixed_shape_and_bounded_range(ppocr_det_onnx, tmp_path):
+def test_fixed_shape_and_bounded_range(ppocr_det_onnx, text_image, tmp_path):
     fixed = convert(ppocr_det_onnx, tmp_path / "fixed", shapes={"x": (1, 3, 320, 320)})
     assert fixed.inputs[0].shape == (1, 3, 320, 320) and fixed.outputs[0].shape == (1, 1, 320, 320)
-    feeds = {"x": det_input(320, 320)}
+    feeds = {"x": det_input(text_image, 320, 320)}
     r = reference_session(ppocr_det_onnx).run(feeds)[DET_OUT]
     assert cosine(r, OpenVINOSession(fixed).run(feeds)[DET_OUT]) >= 0.999
     with pytest.raises(ModelError, match=r"expected shape \[1, 3, 320, 320\], got \[1, 3, 480, 640\]"):
-        OpenVINOSession(fixed).run({"x": det_input(480, 640)})
+        OpenVINOSession(fixed).run({"x": det_input(text_image, 480, 640)})
 
     rng = ShapeRange(min=(1, 3, 32, 32), opt=(1, 3, 320, 320), max=(1, 3, 640, 640))
     bounded = convert(ppocr_det_onnx, tmp_path / "bounded", ranges={"x": rng})
@@ -169,7 +162,7 @@ def test_fixed_shape_and_bounded_range(ppocr_det_onnx, tmp_path):
     sess = OpenVINOSession(bounded)
     assert cosine(r, sess.run(feeds)[DET_OUT]) >= 0.999
     with pytest.raises(ModelError, match="OpenVINO failed to run"):
-        sess.run({"x": det_input(960, 960)})  # beyond the declared max
+        sess.run({"x": det_input(text_image, 960, 960)})  # beyond the declared max
 
 
 @pytest.mark.parametrize("options, error, needles", [

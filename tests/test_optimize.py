@@ -5,7 +5,6 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-import skimage.data
 
 from edgesdk.backends.onnxruntime import reference_session
 from edgesdk.errors import ConversionError, ModelError
@@ -13,9 +12,9 @@ from edgesdk.model import dim_values
 from edgesdk.optimize import optimize, staged_dir
 
 
-def page_input(h: int, w: int) -> np.ndarray:
-    """skimage's scanned page as a PP-OCR det input: stretched, ImageNet-normalised, NCHW."""
-    bgr = cv2.cvtColor(skimage.data.page(), cv2.COLOR_GRAY2BGR)
+def page_input(image, h: int, w: int) -> np.ndarray:
+    """A scanned page as a PP-OCR det input: stretched, ImageNet-normalised, NCHW."""
+    bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
     x = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
     x = (x - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
@@ -40,7 +39,7 @@ def io_shapes(path: Path) -> dict:
     return {v.name: dim_values(v.type) for v in list(m.graph.input) + list(m.graph.output)}
 
 
-def test_ppocr_det_constants_folded_and_dynamic_kept(ppocr_det_onnx, tmp_path):
+def test_ppocr_det_constants_folded_and_dynamic_kept(ppocr_det_onnx, text_image, tmp_path):
     before = onnx.load(str(ppocr_det_onnx))
     assert len(before.graph.initializer) == 0  # Paddle export: every weight is a Constant node
     res = optimize(ppocr_det_onnx, tmp_path / "det.onnx")
@@ -53,7 +52,7 @@ def test_ppocr_det_constants_folded_and_dynamic_kept(ppocr_det_onnx, tmp_path):
     assert isinstance(shapes["x"][2], str) and isinstance(shapes["x"][3], str)  # H, W still dynamic
     # Same outputs at two sizes, on a text image that makes the detector fire.
     for h, w in ((320, 320), (480, 640)):
-        feeds = {"x": page_input(h, w)}
+        feeds = {"x": page_input(text_image, h, w)}
         assert reference_session(res.path).run(feeds)["sigmoid_0.tmp_0"].max() > 0.9
         assert_same_outputs(ppocr_det_onnx, res.path, feeds)
 

@@ -84,7 +84,7 @@ class OnnxRuntimeSession:
             raise ModelError(f"{path}: no such model file")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
+        opts.log_severity_level = 4  # fatal only: run errors reach the caller as ModelError, not as stderr noise
         if threads:
             opts.intra_op_num_threads = threads
         try:
@@ -133,7 +133,7 @@ class OnnxRuntimeBackend:
 
     def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
         """Copy the (optimized) ONNX as model.onnx; fixed shapes in `options` are applied by optimize()."""
-        from ..model import graph_inputs, io_dicts, load_model
+        from ..model import dim_values, graph_inputs, io_dicts, load_model
         from ..optimize import optimize, staged_dir
 
         options = options or ConvertOptions()
@@ -142,12 +142,15 @@ class OnnxRuntimeBackend:
                 f"onnxruntime backend: precision {options.precision!r} is not supported yet; "
                 f"supported: {', '.join(self.precisions)}")
         model, out_dir = Path(model), Path(out_dir)
+        proto = load_model(model)
+        declared = {i.name: dim_values(i.type) for i in graph_inputs(proto)}
+        # The pipeline hands over a model optimize() already fixed; only re-run it when shapes differ.
+        refix = any(declared.get(n) != list(s) for n, s in options.shapes.items())
         with staged_dir(out_dir) as tmp:
-            if options.shapes:
+            if refix:
                 optimize(model, tmp / MODEL_FILE, shapes=options.shapes)
                 proto = load_model(tmp / MODEL_FILE, check=False)
             else:
-                proto = load_model(model)
                 shutil.copyfile(model, tmp / MODEL_FILE)
             artifact = Artifact(
                 backend=self.name,
