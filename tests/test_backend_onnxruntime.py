@@ -68,6 +68,13 @@ def test_shapes_already_fixed_copy_as_is(effnet_onnx, tmp_path):
         OnnxRuntimeBackend().convert(effnet_onnx, tmp_path / "f", ConvertOptions(shapes={"images": (1, 3, 320, 320)}))
 
 
+def test_output_shape_inferred_when_undeclared(two_transpose_onnx, tmp_path):
+    a = OnnxRuntimeBackend().convert(two_transpose_onnx, tmp_path / "t", ConvertOptions())
+    assert [t.to_dict() for t in a.outputs] == [{"name": "Y", "shape": [1, 5, 4, 3], "dtype": "float32"}]
+    x = np.arange(60, dtype=np.float32).reshape(1, 3, 4, 5)
+    np.testing.assert_array_equal(OnnxRuntimeSession(a).run({"X": x})["Y"], x.transpose(0, 3, 2, 1))
+
+
 def test_dynamic_model_keeps_dim_names(ppocr_rec_onnx, tmp_path):
     a = OnnxRuntimeBackend().convert(ppocr_rec_onnx, tmp_path / "rec", ConvertOptions())
     (x,) = a.inputs
@@ -87,7 +94,8 @@ def test_other_precisions_refused(effnet_onnx, tmp_path, precision):
 
 @pytest.mark.parametrize("feeds, needles", [
     ({"images": np.zeros((1, 3, 224, 224), np.float64)}, ["'images'", "expected dtype float32, got float64"]),
-    ({"images": np.zeros((3, 224, 224), np.float32)}, ["'images'", "expected shape [1, 3, 224, 224], got [3, 224, 224]"]),
+    ({"images": np.zeros((3, 224, 224), np.float32)},
+     ["'images'", "expected shape [1, 3, 224, 224], got [3, 224, 224]"]),
     ({"images": np.zeros((1, 3, 224, 225), np.float32)}, ["got [1, 3, 224, 225]"]),
     ({"input": np.zeros((1, 3, 224, 224), np.float32)}, ["missing ['images']", "unknown ['input']"]),
     ({"images": [[0.0]]}, ["expected a numpy array, got list"]),

@@ -14,7 +14,9 @@ from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange
 from edgesdk.backends.onnxruntime import OnnxRuntimeBackend, reference_session
 from edgesdk.backends.openvino import OpenVINOBackend, OpenVINOSession
-from edgesdk.errors import BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
+from edgesdk.errors import (
+    BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError,
+)
 from edgesdk.optimize import optimize
 from edgesdk.validate import compare, cosine
 
@@ -215,6 +217,13 @@ def test_sklearn_onnx_ml_refused_with_op_names(sklearn_onnx, tmp_path):
     assert e.value.ops and all(op.startswith("ai.onnx.ml.") for op in e.value.ops)
     assert set(e.value.ops) <= {"ai.onnx.ml.ZipMap", "ai.onnx.ml.LinearClassifier", "ai.onnx.ml.Normalizer"}
     assert "openvino does not support: ai.onnx.ml." in str(e.value)
+
+
+def test_output_shape_from_openvino_when_undeclared(two_transpose_onnx, tmp_path):
+    a = convert(two_transpose_onnx, tmp_path / "t")
+    assert [t.to_dict() for t in a.outputs] == [{"name": "Y", "shape": [1, 5, 4, 3], "dtype": "float32"}]
+    x = np.arange(60, dtype=np.float32).reshape(1, 3, 4, 5)
+    np.testing.assert_array_equal(OpenVINOSession(a).run({"X": x})["Y"], x.transpose(0, 3, 2, 1))
 
 
 def test_srcnn_factor_input(srcnn_onnx, tmp_path):

@@ -133,7 +133,7 @@ class OnnxRuntimeBackend:
 
     def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
         """Copy the (optimized) ONNX as model.onnx; fixed shapes in `options` are applied by optimize()."""
-        from ..model import dim_values, graph_inputs, io_dicts, load_model
+        from ..model import dim_values, graph_inputs, infer_shapes, io_dicts, load_model
         from ..optimize import optimize, staged_dir
 
         options = options or ConvertOptions()
@@ -158,7 +158,8 @@ class OnnxRuntimeBackend:
                 root=tmp,
                 files=[MODEL_FILE],
                 inputs=[TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))],
-                outputs=[TensorInfo.from_dict(d) for d in io_dicts(proto.graph.output)],
+                # inferred: an output may be declared without a shape
+                outputs=[TensorInfo.from_dict(d) for d in io_dicts(infer_shapes(proto, source=model).graph.output)],
             )
             artifact.save()
         artifact.root = out_dir
