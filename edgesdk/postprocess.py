@@ -321,7 +321,7 @@ def label_components(bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return rows, starts, ends, labels.reshape(-1)
 
 
-def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _convex_hull(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Andrew's monotone chain; counter-clockwise, collinear points dropped."""
     pts = sorted(set(points))
     if len(pts) < 3:
@@ -338,6 +338,16 @@ def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
     lower, upper = half(pts), half(reversed(pts))
     return lower[:-1] + upper[:-1]
+
+
+def _row_extremes(runs: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list:
+    """(x, y) of the leftmost and rightmost pixel of each row of one component (runs in row-major
+    order): all the convex hull needs."""
+    r = rows[runs]
+    cut = np.flatnonzero(np.diff(r)) + 1
+    firsts, lasts = np.r_[0, cut], np.r_[cut - 1, r.size - 1]
+    y = r[firsts].tolist()
+    return list(zip(starts[runs[firsts]].tolist(), y)) + list(zip((ends[runs[lasts]] - 1).tolist(), y))
 
 
 def min_area_rect(hull: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -365,19 +375,20 @@ def order_corners(pts: np.ndarray) -> np.ndarray:
 def reading_lines(boxes: list[np.ndarray]) -> list[list[int]]:
     """Indices of 4-corner boxes grouped into lines, top to bottom, each line left to right.
 
-    A box joins a line when its vertical centre lies within the line's first box's vertical extent.
+    A box joins a line when its vertical centre lies within half a box height (its left side's
+    length, so a slanted box does not swallow the lines around it) of the line's first box's centre.
     """
     lines: list[list[int]] = []
-    spans = []
+    bands = []
     for i in sorted(range(len(boxes)), key=lambda i: (boxes[i][:, 1].mean(), boxes[i][:, 0].min())):
         cy = boxes[i][:, 1].mean()
-        for line, (top, bottom) in zip(lines, spans):
-            if top <= cy <= bottom:
+        for line, (centre, half) in zip(lines, bands):
+            if abs(cy - centre) <= half:
                 line.append(i)
                 break
         else:
             lines.append([i])
-            spans.append((boxes[i][:, 1].min(), boxes[i][:, 1].max()))
+            bands.append((cy, np.hypot(*(boxes[i][3] - boxes[i][0])) / 2))
     return [sorted(line, key=lambda i: boxes[i][:, 0].min()) for line in lines]
 
 
@@ -424,10 +435,8 @@ class DBText(Postprocessor):
         for c in np.argsort(-area, kind="stable")[:p["max_candidates"]]:
             if score[c] < p["box_thresh"]:
                 continue
-            runs = run_order[first[c]:last[c]]
-            points = [(float(x), float(y)) for x, y in zip(starts[runs], rows[runs])]
-            points += [(float(x), float(y)) for x, y in zip(ends[runs] - 1, rows[runs])]
-            rect = min_area_rect(np.array(_convex_hull(points)))
+            rect = min_area_rect(np.array(_convex_hull(_row_extremes(run_order[first[c]:last[c]],
+                                                                     rows, starts, ends))))
             if rect is None:
                 continue
             u, v, (u0, u1), (v0, v1) = rect
