@@ -26,7 +26,7 @@ from edgesdk.validate import compare, cosine  # noqa: E402
 
 try:
     find_pnnx()
-except BackendUnavailable as e:  # the session tests still need converted files
+except BackendUnavailable as e:  # every test here converts a model first
     pytest.skip(str(e), allow_module_level=True)
 
 # PP-OCRv4 det and rec take BGR scaled to [-1, 1] (rapidocr's DetPreProcess / resize_norm_img).
@@ -155,6 +155,7 @@ def test_input_buffers_and_outputs_do_not_alias(effnet_session, effnet_inputs):
     import gc
 
     x0, x1 = effnet_inputs[0], effnet_inputs[1]
+    assert effnet_session._zero_copy == {"in0": True}  # a Conv-first model reads the caller's buffer
     base = effnet_session.run({"images": x0})["logits"]
     # A Fortran-ordered copy held only by the feeds dict makes the session build a C-contiguous
     # temporary; ncnn.Mat does not keep it alive, so the session must.
@@ -318,6 +319,20 @@ def test_layers_pnnx_cannot_lower_are_refused(backend, tmp_path):
         backend.convert(path, tmp_path / "out", ConvertOptions())
     assert e.value.ops == ["F.interpolate"]
     assert not (tmp_path / "out").exists()
+
+
+def test_engine_options(backend, linear_relu_onnx, tmp_path):
+    art = backend.convert(linear_relu_onnx, tmp_path / "a", ConvertOptions(precision="fp16", engine={"fp16_arithmetic": True}))
+    assert art.meta["fp16_arithmetic"] is True
+    x = np.linspace(-2, 2, 13, dtype=np.float32).reshape(1, 13)
+    with reference_session(linear_relu_onnx) as ref, backend.open(art) as s:
+        np.testing.assert_allclose(s.run({"input": x})["output"], ref.run({"input": x})["output"], rtol=1e-2, atol=1e-2)
+    for engine, precision, needle in (({"threads": 4}, "fp16", "unknown engine option"),
+                                      ({"fp16_arithmetic": "yes"}, "fp16", "must be bool"),
+                                      ({"fp16_arithmetic": True}, "fp32", "needs precision fp16")):
+        with pytest.raises(ConversionError, match=needle):
+            backend.convert(linear_relu_onnx, tmp_path / "b", ConvertOptions(precision=precision, engine=engine))
+    assert not (tmp_path / "b").exists()
 
 
 def test_int8_and_missing_model(backend, effnet_onnx, tmp_path):

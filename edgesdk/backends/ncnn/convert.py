@@ -28,6 +28,8 @@ BIN_FILE = "model.bin"
 PNNX_TIMEOUT_S = 600
 NO_BATCH = 233  # pnnx's batch_index for a blob that has no batch axis
 MAX_MAT_DIMS = 4  # ncnn.Mat holds at most 4 dims once the batch axis is gone
+# ConvertOptions.engine keys (a profile's [engine_options]) this backend reads
+ENGINE_OPTIONS = {"fp16_arithmetic": bool}
 
 
 def find_pnnx() -> Path:
@@ -220,6 +222,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
     model, out_dir = Path(model), Path(out_dir)
     if options.precision not in PRECISIONS:
         raise ConversionError(f"ncnn backend: precision {options.precision!r} is not available; choose one of {PRECISIONS}")
+    engine = _engine_options(options)
     pnnx = find_pnnx()
     proto = load_model(model)
 
@@ -275,6 +278,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
             "inputs": {t.name: {"blob": f"in{i}", "batch_axis": a} for i, (t, a) in enumerate(zip(inputs, in_axes))},
             "outputs": {t.name: {"blob": f"out{i}", "batch_axis": a} for i, (t, a) in enumerate(zip(outputs, out_axes))},
             "pnnx_version": _pnnx_version(),
+            **engine,
         }
         in_infos = [TensorInfo(t.name, _merge_dims(t, s1, s2), t.dtype) for t, s1, s2 in zip(inputs, first, second)]
 
@@ -297,6 +301,19 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
 
         Artifact("ncnn", options.precision, stage, [PARAM_FILE, BIN_FILE], in_infos, out_infos, meta).save()
     return Artifact("ncnn", options.precision, out_dir, [PARAM_FILE, BIN_FILE], in_infos, out_infos, meta)
+
+
+def _engine_options(options: ConvertOptions) -> dict:
+    """The engine knobs, checked; fp16_arithmetic (ARMv8.2 fp16 math, fp16 builds only) goes into meta."""
+    unknown = sorted(set(options.engine) - set(ENGINE_OPTIONS))
+    if unknown:
+        raise ConversionError(f"ncnn backend: unknown engine option(s) {unknown}; known: {sorted(ENGINE_OPTIONS)}")
+    for key, kind in ENGINE_OPTIONS.items():
+        if key in options.engine and not isinstance(options.engine[key], kind):
+            raise ConversionError(f"ncnn backend: engine option {key} must be {kind.__name__}, got {options.engine[key]!r}")
+    if options.engine.get("fp16_arithmetic") and options.precision != "fp16":
+        raise ConversionError(f"ncnn backend: fp16_arithmetic needs precision fp16, not {options.precision}")
+    return {"fp16_arithmetic": bool(options.engine.get("fp16_arithmetic", False))}
 
 
 def _merge_dims(t: TensorInfo, a: tuple, b: tuple) -> tuple:

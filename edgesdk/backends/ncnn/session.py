@@ -99,9 +99,9 @@ class NcnnSession:
         fp16 = artifact.precision == "fp16"
         net.opt.use_fp16_storage = fp16
         net.opt.use_fp16_packed = fp16
-        # fp16 arithmetic (ARMv8.2) rounds every intermediate; off, an fp16 artifact differs from fp32
-        # in storage only, which is what parity is checked for on the workstation.
-        net.opt.use_fp16_arithmetic = False
+        # fp16 arithmetic (ARMv8.2 only; x86 has none) rounds every intermediate, so it is on only when
+        # the build asked for it: otherwise an fp16 artifact differs from fp32 in storage alone.
+        net.opt.use_fp16_arithmetic = fp16 and bool(meta.get("fp16_arithmetic", False))
         net.opt.use_bf16_storage = False
         if threads is not None:
             net.opt.num_threads = threads
