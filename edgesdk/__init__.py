@@ -30,11 +30,12 @@ def load_target(name_or_path):
     return _load(name_or_path)
 
 
-from .preprocess import PreprocessSpec  # noqa: E402  (numpy only)
+from .preprocess import PreprocessSpec, preprocess  # noqa: E402  (numpy only)
 
 __all__ = [
     "load_target",
     "PreprocessSpec",
+    "preprocess",
     "__version__",
     "inspect",
     "EdgeSDKError",

@@ -147,6 +147,43 @@ def preprocess_reference(frame: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(out[None])
 
 
+def _native_module():
+    try:
+        from . import _native
+    except ImportError:  # a source checkout without the built extension
+        return None
+    return _native
+
+
+def preprocess(frame: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
+    """A BGR uint8 frame -> the model input tensor `spec.output_shape` of `spec.dtype`, in one pass.
+
+    Runs the native fused kernel (AVX2, NEON or scalar, chosen at run time) with the GIL released.
+    The frame is read in place: rows may be strided (OpenCV ROIs, numpy slices) but pixels must be
+    packed (strides[1] == 3, strides[2] == 1); other frames raise EdgeSDKError rather than being
+    copied. `out`, when given, must be a writeable C-contiguous array of exactly the output shape and
+    dtype; it is filled in place and returned. `threads` > 1 splits large outputs into row bands.
+    Only when the native module is missing (a source tree without the built extension) does this
+    fall back to the numpy `preprocess_reference`, which copies.
+    """
+    check_frame(frame)
+    if not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise EdgeSDKError(f"preprocess threads: expected an int >= 1, got {threads!r}")
+    if out is None:
+        out = np.empty(spec.output_shape, dtype=spec.dtype)
+    native = _native_module()
+    if native is None:
+        ref = preprocess_reference(frame, spec)
+        if not isinstance(out, np.ndarray) or out.shape != ref.shape or out.dtype != ref.dtype:
+            raise EdgeSDKError(f"out: expected {list(ref.shape)} {ref.dtype}, got "
+                               f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
+        np.copyto(out, ref)
+        return out
+    return native.preprocess(frame, out, size=spec.size, resize=spec.resize, pad=spec.pad, color=spec.color,
+                             mean=spec.mean, std=spec.std, layout=spec.layout, dtype=spec.dtype,
+                             interp=spec.interp, threads=int(threads))
+
+
 def read_image(path) -> np.ndarray:
     """An image file as HxWx3 uint8 BGR (OpenCV's order), with an EdgeSDKError naming the file."""
     from pathlib import Path
