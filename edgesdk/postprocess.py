@@ -11,7 +11,7 @@ Device side: numpy only. ``get(kind, params, labels)`` returns a Postprocessor, 
 
 Boxes come back in frame pixels: model-input coordinates are mapped through
 ``PreprocessSpec.geometry`` (letterbox or stretch) and clipped to the frame. ``ocr_page`` chains
-PP-OCR detection and recognition over a whole frame.
+PP-OCR detection and recognition over a whole frame; ``ocr_bundles`` does it with two loaded bundles.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ PPOCR_COLOR = "bgr"
 PPOCR_MEAN = (127.5, 127.5, 127.5)
 PPOCR_STD = (127.5, 127.5, 127.5)
 PPOCR_DET_MULTIPLE = 32  # DBNet downsamples 32x: both input sides must divide by it
-PPOCR_DET_LIMIT_SIDE = 960  # the longer det input side; small pages are scaled up to it
+PPOCR_DET_LIMIT_SIDE = 960  # frames are scaled, up or down, so the det input's longer side is this
 PPOCR_REC_HEIGHT = 48  # PP-OCRv4 rec is trained on 48-pixel lines
 PPOCR_REC_MIN_WIDTH = 320  # crops are padded to at least this width, as PaddleOCR batches them
 PPOCR_REC_MULTIPLE = 8  # rec emits one time step per 8 input columns
@@ -509,7 +509,12 @@ def get(kind: str, params: dict | None = None, labels: list[str] | None = None) 
 
 def ppocr_det_spec(frame_w: int, frame_h: int, limit_side: int = PPOCR_DET_LIMIT_SIDE) -> PreprocessSpec:
     """PP-OCR det input for one frame: aspect kept, the longer side scaled to limit_side, both
-    sides rounded to multiples of 32 (the small stretch that rounding makes is undone by geometry)."""
+    sides rounded to multiples of 32 (the small stretch that rounding makes is undone by geometry).
+
+    Small frames are scaled up too (PaddleOCR's limit_type "max" only scales down). Measured on
+    skimage's page() (words of the page read right, of 49): at full size 43 either way; shrunk to
+    288x143, 31 at its own size and 43 scaled up; shrunk to 192x96 (5-pixel text), 21 and 41.
+    """
     r = limit_side / max(frame_w, frame_h)
     w, h = (max(PPOCR_DET_MULTIPLE, round(s * r / PPOCR_DET_MULTIPLE) * PPOCR_DET_MULTIPLE)
             for s in (frame_w, frame_h))
@@ -528,10 +533,11 @@ def _sample_bilinear(frame: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nd
     return top * (1 - fy) + bottom * fy
 
 
-def crop_text(frame: np.ndarray, box, height: int = PPOCR_REC_HEIGHT) -> np.ndarray:
+def crop_text(frame: np.ndarray, box, height: int = PPOCR_REC_HEIGHT, max_width: int | None = None) -> np.ndarray:
     """The text inside a 4-corner box (tl, tr, br, bl) as an upright HxWx3 float32 image of the
-    given height, aspect kept. One bilinear sampling does crop, rotation and resize at once; a box
-    much taller than wide is vertical text and is turned a quarter counter-clockwise, as PaddleOCR does."""
+    given height, aspect kept (squeezed to max_width if wider). One bilinear sampling does crop,
+    rotation and resize at once; a box much taller than wide is vertical text and is turned a
+    quarter counter-clockwise, as PaddleOCR does."""
     tl, tr, br, bl = np.asarray(box, np.float64)
     box_w = max(np.hypot(*(tr - tl)), np.hypot(*(br - bl)), 1.0)
     box_h = max(np.hypot(*(bl - tl)), np.hypot(*(br - tr)), 1.0)
@@ -540,6 +546,7 @@ def crop_text(frame: np.ndarray, box, height: int = PPOCR_REC_HEIGHT) -> np.ndar
         tl, along, across = tr, br - tr, tl - tr
         box_w, box_h = box_h, box_w
     width = max(1, math.ceil(height * box_w / box_h))
+    width = min(width, max_width) if max_width else width
     u = (np.arange(width) + 0.5) / width
     v = (np.arange(height) + 0.5) / height
     # continuous coordinates (pixel i spans [i, i + 1)) -> sample grid with centres at integers
@@ -547,12 +554,14 @@ def crop_text(frame: np.ndarray, box, height: int = PPOCR_REC_HEIGHT) -> np.ndar
     return _sample_bilinear(frame, pts[..., 0], pts[..., 1])
 
 
-def rec_batch(crops: list[np.ndarray]) -> np.ndarray:
+def rec_batch(crops: list[np.ndarray], width: int | None = None, size: int | None = None) -> np.ndarray:
     """Crops of equal height -> normalised NCHW batch, padded right (with 0 after normalising, as
-    PaddleOCR does) to a common width: at least 320, a multiple of 8."""
-    width = max(PPOCR_REC_MIN_WIDTH, *(c.shape[1] for c in crops))
-    width = -(-width // PPOCR_REC_MULTIPLE) * PPOCR_REC_MULTIPLE
-    batch = np.zeros((len(crops), 3, crops[0].shape[0], width), np.float32)
+    PaddleOCR does) to a common width: `width` if the model fixes it, else at least 320 and a
+    multiple of 8. `size` pads the batch with empty rows for a model with a fixed batch size."""
+    if width is None:
+        width = max(PPOCR_REC_MIN_WIDTH, *(c.shape[1] for c in crops))
+        width = -(-width // PPOCR_REC_MULTIPLE) * PPOCR_REC_MULTIPLE
+    batch = np.zeros((max(len(crops), size or 0), 3, crops[0].shape[0], width), np.float32)
     mean, std = np.float32(PPOCR_MEAN), np.float32(PPOCR_STD)
     for i, crop in enumerate(crops):
         img = crop if PPOCR_COLOR == "bgr" else crop[:, :, ::-1]
@@ -566,30 +575,42 @@ def _only_output(outputs, what: str) -> np.ndarray:
     return np.asarray(next(iter(outputs.values())))
 
 
+def _fixed(dim) -> int | None:
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+
+
 def ocr_page(det_run, rec_run, frame_bgr: np.ndarray, det_spec: PreprocessSpec | None = None,
              rec_height: int = PPOCR_REC_HEIGHT, *, keys: list[str], det_params: dict | None = None,
-             input_name: str = "x", limit_side: int = PPOCR_DET_LIMIT_SIDE) -> dict:
+             limit_side: int = PPOCR_DET_LIMIT_SIDE, det_input: str = "x", rec_input: str = "x",
+             rec_shape=None) -> dict:
     """Read the text of a BGR frame with PP-OCR det + rec models.
 
-    det_run / rec_run: callables feeds -> outputs (e.g. a Session's ``run``) taking ``input_name``.
-    det_spec: the det input's PreprocessSpec; by default ppocr_det_spec(frame, limit_side).
-    keys: the rec model's characters, blank first. det_params: the ppocr-det params.
+    det_run / rec_run: callables feeds -> outputs (e.g. a Session's ``run``) taking the inputs named
+    det_input / rec_input. det_spec: the det input's PreprocessSpec; by default
+    ppocr_det_spec(frame, limit_side). keys: the rec model's characters, blank first.
+    det_params: the ppocr-det params. rec_shape: the rec input's declared [N, 3, H, W]; int dims
+    are fixed (batches of exactly N, crops fitted to W), others dynamic.
     Returns {"lines": [{"text", "score", "box"}] in reading order, "text": the page, one line per
     row of boxes, boxes of one row joined by a space}.
     """
     frame = check_frame(frame_bgr)
     h, w = frame.shape[:2]
+    fixed_n, _, fixed_h, fixed_w = (list(rec_shape) + [None] * 4)[:4] if rec_shape is not None else [None] * 4
+    fixed_n, fixed_w = _fixed(fixed_n), _fixed(fixed_w)
+    rec_height = _fixed(fixed_h) or rec_height
     spec = det_spec or ppocr_det_spec(w, h, limit_side)
     det = get("ppocr-det", det_params)
     rec = get("ppocr-rec", {}, keys)
-    prob = _only_output(det_run({input_name: preprocess_reference(frame, spec)}), "det_run")
+    prob = _only_output(det_run({det_input: preprocess_reference(frame, spec)}), "det_run")
     boxes = det({"prob": prob}, (h, w), spec)["boxes"]
-    crops = [crop_text(frame, b["box"], rec_height) for b in boxes]
+    crops = [crop_text(frame, b["box"], rec_height, fixed_w) for b in boxes]
     texts, scores = [""] * len(crops), [0.0] * len(crops)
     by_width = sorted(range(len(crops)), key=lambda i: crops[i].shape[1])  # less padding per batch
-    for k in range(0, len(by_width), PPOCR_REC_BATCH):
-        idx = by_width[k:k + PPOCR_REC_BATCH]
-        out = rec({"probs": _only_output(rec_run({input_name: rec_batch([crops[i] for i in idx])}), "rec_run")})
+    step = fixed_n or PPOCR_REC_BATCH
+    for k in range(0, len(by_width), step):
+        idx = by_width[k:k + step]
+        batch = rec_batch([crops[i] for i in idx], fixed_w, fixed_n)
+        out = rec({"probs": _only_output(rec_run({rec_input: batch}), "rec_run")})
         for i, text, score in zip(idx, out["text"], out["score"]):
             texts[i], scores[i] = text, score
     lines = [{"text": t, "score": s, "box": b["box"]} for t, s, b in zip(texts, scores, boxes)]
@@ -598,5 +619,20 @@ def ocr_page(det_run, rec_run, frame_bgr: np.ndarray, det_spec: PreprocessSpec |
     return {"lines": lines, "text": page}
 
 
+def ocr_bundles(det_model, rec_model, frame_bgr: np.ndarray, limit_side: int = PPOCR_DET_LIMIT_SIDE) -> dict:
+    """ocr_page over two loaded bundles (edgesdk.load): a det bundle with a fixed input size keeps
+    its own preprocessing, a dynamic one gets PP-OCR's per frame; a det bundle whose
+    [postprocess] is ppocr-det lends its params; the rec bundle's labels are the keys."""
+    det_in, rec_in = det_model.inputs[0], rec_model.inputs[0]
+    static = all(_fixed(d) for d in det_in.shape)
+    if not rec_model.labels:
+        raise EdgeSDKError(f"{rec_model.root}: the rec bundle has no labels (its character list, blank first)")
+    table = dict(det_model.manifest["postprocess"] or {})
+    params = table if table.pop("kind", None) == "ppocr-det" else None
+    return ocr_page(det_model.infer, rec_model.infer, frame_bgr,
+                    det_spec=det_model.spec if static else None, keys=rec_model.labels, det_params=params,
+                    limit_side=limit_side, det_input=det_in.name, rec_input=rec_in.name, rec_shape=rec_in.shape)
+
+
 __all__ = ["get", "KINDS", "Postprocessor", "nms", "softmax", "label_components", "min_area_rect",
-           "ocr_page", "ppocr_det_spec", "crop_text", "rec_batch", "reading_lines"]
+           "ocr_page", "ocr_bundles", "ppocr_det_spec", "crop_text", "rec_batch", "reading_lines"]

@@ -430,6 +430,16 @@ def test_ocr_page_reads_skimage_page(det_session, rec_session, ppocr_keys, page)
     assert all(line["score"] > 0.8 for line in lines)
 
 
+def test_ocr_page_scales_small_text_up(det_session, rec_session, ppocr_keys, page):
+    """page() at half size (5-pixel letters) still reads: the det input is scaled up to 960."""
+    cv2 = pytest.importorskip("cv2")
+    small = cv2.resize(page, (192, 96), interpolation=cv2.INTER_AREA)
+    result = postprocess.ocr_page(det_session.run, rec_session.run, small, keys=ppocr_keys)
+    expected = {"Region", "segmentation", "first", "determine", "markers", "coins", "pixels", "object",
+                "found", "extreme"}
+    assert len(expected & words(result["text"])) >= 8, result["text"]
+
+
 @needs_opencv_doc
 def test_ocr_page_reads_a_street_sign(det_session, rec_session, ppocr_keys, real_images):
     photo = read_image(real_images["opencv_text_scenetext01"])
@@ -442,3 +452,37 @@ def test_ocr_page_rejects_bad_frames_and_outputs(det_session, rec_session, ppocr
         postprocess.ocr_page(det_session.run, rec_session.run, page.astype(np.float32), keys=ppocr_keys)
     with pytest.raises(EdgeSDKError, match="det_run must return a dict"):
         postprocess.ocr_page(lambda feeds: None, rec_session.run, page, keys=ppocr_keys)
+
+
+def test_ocr_page_fits_a_fixed_rec_shape(det_session, rec_session, ppocr_keys, page):
+    """A rec model built for [2, 3, 48, 960] gets batches of exactly that shape and still reads."""
+    shapes = []
+
+    def rec_run(feeds):
+        shapes.append(feeds["x"].shape)
+        return rec_session.run(feeds)
+
+    result = postprocess.ocr_page(det_session.run, rec_run, page, keys=ppocr_keys, rec_shape=[2, 3, 48, 960])
+    assert shapes and set(shapes) == {(2, 3, 48, 960)}
+    assert len(shapes) == math.ceil(len(result["lines"]) / 2)
+    assert len({"Region", "determine", "markers", "coins", "pixels", "unambiguously", "object"}
+               & words(result["text"])) >= 6
+
+
+@pytest.mark.slow
+def test_ocr_bundles_reads_page_through_packaged_models(tmp_path, ppocr_det_onnx, ppocr_rec_onnx, ppocr_keys, page):
+    """Real bundles as `edgesdk run DET --rec REC` loads them: a fixed 960x480 letterboxed det with
+    PP-OCR's normalisation, a rec fixed at [1, 3, 48, 960] carrying the character list."""
+    from edgesdk.package import package
+    from edgesdk.runtime import load
+
+    spec = PreprocessSpec(size=(960, 480), resize="letterbox", color=postprocess.PPOCR_COLOR,
+                          mean=postprocess.PPOCR_MEAN, std=postprocess.PPOCR_STD)
+    package(ppocr_det_onnx, "x86-onnxruntime", tmp_path / "det", shapes={"x": (1, 3, 480, 960)}, spec=spec)
+    package(ppocr_rec_onnx, "x86-onnxruntime", tmp_path / "rec", shapes={"x": (1, 3, 48, 960)}, labels=ppocr_keys)
+    with load(tmp_path / "det") as det, load(tmp_path / "rec") as rec:
+        result = postprocess.ocr_bundles(det, rec, page)
+    found = words(result["text"])
+    assert len({"Region", "segmentation", "first", "determine", "markers", "coins", "background", "pixels",
+                "unambiguously", "object", "histogram"} & found) >= 9, result["text"]
+    assert result["text"].split("\n")[0].replace(" ", "") == "Region-basedsegmentation"
