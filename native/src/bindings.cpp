@@ -48,6 +48,7 @@ edgesdk::ImageView frame_view(const py::object& obj, edgesdk::ColorOrder order) 
   if (a.dtype().kind() != 'u' || a.itemsize() != 1)
     fail("frame: expected dtype uint8, got " + std::string(py::str(a.dtype())));
   if (a.shape(0) == 0 || a.shape(1) == 0) fail("frame: empty image " + shape_str(a));
+  if (a.shape(0) > (1 << 24) || a.shape(1) > (1 << 24)) fail("frame: too large " + shape_str(a));
   if (a.strides(1) != 3 || a.strides(2) != 1)
     fail("frame: pixels must be packed (strides[1] == 3, strides[2] == 1 bytes), got strides [" +
          std::to_string(a.strides(0)) + ", " + std::to_string(a.strides(1)) + ", " + std::to_string(a.strides(2)) +

@@ -286,8 +286,8 @@ void run_rows(const PreprocessPlan& p, const RowKernels& k, uint8_t* out, int y_
       prefetch_row(p.y0[dy + 1]);
       if (p.yw1[dy + 1] != 0.f) prefetch_row(p.y1[dy + 1]);
     }
-    const float* h0 = source_row(p.y0[dy], -1);
     const bool two = p.yw1[dy] != 0.f;  // a zero weight leaves the first row exactly
+    const float* h0 = source_row(p.y0[dy], two ? p.y1[dy] : -1);
     const float* h1 = two ? source_row(p.y1[dy], p.y0[dy]) : nullptr;
     const float* r0[3];
     const float* r1[3];
