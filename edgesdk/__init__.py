@@ -23,6 +23,13 @@ def inspect(model, shapes=None, probe=True):
     return _inspect(model, shapes=shapes, probe=probe)
 
 
+def load(path, threads=None, verify=True):
+    """Load a bundle for inference on this device (see edgesdk.runtime.Model)."""
+    from .runtime import load as _load
+
+    return _load(path, threads=threads, verify=verify)
+
+
 def load_target(name_or_path):
     """A target profile by built-in name or .toml path, validated."""
     from .targets import load_target as _load
@@ -30,9 +37,14 @@ def load_target(name_or_path):
     return _load(name_or_path)
 
 
+# These names are also submodules: importing the module first, then the function, keeps the
+# function bound here (a later `import edgesdk.package` finds the module loaded and rebinds nothing).
+from .package import package  # noqa: E402  (onnx and the engines load lazily, inside)
 from .preprocess import PreprocessSpec, preprocess  # noqa: E402  (numpy only)
 
 __all__ = [
+    "load",
+    "package",
     "load_target",
     "PreprocessSpec",
     "preprocess",

@@ -72,13 +72,7 @@ def cmd_targets(args) -> int:
 def cmd_convert(args) -> int:
     from .package import convert, stderr_progress
 
-    spec = None
-    if args.mean or args.std or args.color:
-        from .preprocess import PreprocessSpec
-
-        # Size and layout follow each image input; only the normalisation is the user's to give here.
-        spec = PreprocessSpec(mean=_floats(args.mean, "--mean", 0.0), std=_floats(args.std, "--std", 1.0),
-                              color=args.color or "rgb", size=(1, 1))
+    spec = _spec_override(args)
     result = convert(args.model, args.backend, args.out, precision=args.precision, shapes=_shapes(args.shape),
                      images=args.images, spec=spec, samples=args.samples, gate=not args.no_gate,
                      progress=None if args.json else stderr_progress)
@@ -86,6 +80,160 @@ def cmd_convert(args) -> int:
              f"{', '.join(result.artifact.files)})\n{result.parity.summary()}")
     _emit(args, result.to_dict(), human)
     return 0 if result.parity.passed else 3
+
+
+def _spec_override(args):
+    if not (args.mean or args.std or args.color):
+        return None
+    from .preprocess import PreprocessSpec
+
+    # Size and layout follow the model's image input; only the normalisation is the user's to give here.
+    return PreprocessSpec(mean=_floats(args.mean, "--mean", 0.0), std=_floats(args.std, "--std", 1.0),
+                          color=args.color or "rgb", size=(1, 1))
+
+
+def cmd_package(args) -> int:
+    from .package import package, stderr_progress
+
+    labels = None
+    if args.labels:
+        from pathlib import Path
+
+        p = Path(args.labels)
+        if not p.is_file():
+            raise EdgeSDKError(f"{p}: no such labels file")
+        labels = p.read_text().splitlines()
+    result = package(args.model, args.target, args.out, calib=args.calib, shapes=_shapes(args.shape),
+                     spec=_spec_override(args), labels=labels, tar=args.tar,
+                     progress=None if args.json else stderr_progress)
+    v = result.manifest["validation"]
+    b = result.manifest["benchmark"]
+    human = [f"bundle {result.out}" + (f" (+ {result.tar})" if result.tar else ""),
+             f"  {result.manifest['backend']} {result.manifest['precision']} for {result.manifest['target']['name']}",
+             "  parity: " + ("passed" if v.get("passed") else "not run here" if v.get("passed") is None else "FAILED")
+             + (f" (cosine min {v['cosine_min']:.6f}, max abs {v['max_abs']:.3g})" if v.get("outputs") else ""),
+             "  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-")]
+    _emit(args, result.to_dict(), "\n".join(human))
+    return 0
+
+
+def _describe(result: dict) -> str:
+    if "topk" in result:
+        return ", ".join(f"{t['label'] or t['index']} {t['score']:.2f}" for t in result["topk"][:3])
+    if "text" in result and isinstance(result["text"], list):
+        return " | ".join(result["text"])
+    if "lines" in result:
+        return "\n    " + result["text"].replace("\n", "\n    ")
+    if "detections" in result:
+        return f"{len(result['detections'])} detections"
+    if "boxes" in result:
+        return f"{len(result['boxes'])} text boxes"
+    return ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in result.items())
+
+
+def _jsonable(result: dict) -> dict:
+    import numpy as np
+
+    return {k: (v.tolist() if isinstance(v, np.ndarray) and v.size <= 4096 else
+                {"shape": list(v.shape), "dtype": str(v.dtype)} if isinstance(v, np.ndarray) else v)
+            for k, v in result.items()}
+
+
+def cmd_run(args) -> int:
+    import time
+
+    from .preprocess import read_image
+    from .runtime import load
+
+    model = load(args.bundle, threads=args.threads)
+    rec = load(args.rec, threads=args.threads) if args.rec else None
+    rows = []
+    for path in args.images:
+        frame = read_image(path)
+        t = time.perf_counter()
+        if rec is not None:
+            from .postprocess import ocr_page
+
+            if not rec.labels:
+                raise EdgeSDKError(f"{args.rec}: the recognition bundle has no labels (its character list)")
+            det_params = {k: v for k, v in (model.manifest["postprocess"] or {}).items() if k != "kind"}
+            result = ocr_page(model.infer, rec.infer, frame, keys=rec.labels, det_params=det_params or None,
+                              det_input=model.inputs[0].name, rec_input=rec.inputs[0].name,
+                              rec_shape=list(rec.inputs[0].shape))
+        else:
+            result = model(frame)
+        ms = (time.perf_counter() - t) * 1e3
+        rows.append({"image": str(path), "ms": ms, **_jsonable(result)})
+        if not args.json:
+            print(f"{path}: {_describe(result)}  ({ms:.1f} ms)")
+    if args.json:
+        print(json.dumps({"results": rows}, indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import benchmark
+    from .runtime import load
+
+    model = load(args.bundle, threads=args.threads)
+    frames = []
+    if model.spec is not None:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
+    r = benchmark(model, frames, seconds=args.seconds, streams=args.streams)
+    r.pop("latencies_ms")
+    human = (f"{model.backend} {model.precision}, {r['threads'] or 'default'} threads, {r['streams']} streams, "
+             f"{r['iterations']} runs on {r['cpu']}\n"
+             f"p50 {r['p50_ms']:.2f} ms  p90 {r['p90_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+             f"{r['throughput_fps']:.1f} fps\npre {r['pre_ms']:.2f} ms  infer {r['infer_ms']:.2f} ms  "
+             f"post {r['post_ms']:.2f} ms")
+    _emit(args, r, human)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from .package import package, stderr_progress
+    from .preprocess import read_image
+    from .runtime import load
+
+    model, images = _demo_inputs(args)
+    result = package(model, args.target, args.out, calib=images, progress=stderr_progress)
+    print(f"packaged {model.name} for {args.target} -> {result.out}")
+    with load(result.out) as m:
+        report = m.check()
+        print(f"self-check on this machine: {'passed' if report.passed else 'FAILED'} "
+              f"(cosine min {report.cosine_min:.6f})")
+        for path in images[: args.count]:
+            frame = read_image(path)
+            t = time.perf_counter()
+            out = m(frame)
+            ms = (time.perf_counter() - t) * 1e3
+            print(f"  {path.name:<40} {_describe(out):<60} {ms:6.1f} ms")
+    return 0
+
+
+def _demo_inputs(args):
+    """The demo's model and photos: given on the command line, or the project's real test model."""
+    from pathlib import Path
+
+    if args.model:
+        from .package import image_files
+
+        if not args.images:
+            raise EdgeSDKError("--model needs --images DIR too")
+        return Path(args.model), image_files(args.images)
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tools" / "models.py").is_file():
+        raise EdgeSDKError("edgesdk demo without --model runs from a source checkout (it builds the test model "
+                           "with tools/models.py); give --model MODEL.onnx --images DIR instead")
+    sys.path.insert(0, str(root))
+    from tools import models
+
+    return models.efficientnet_lite0(), models.eval_images()
 
 
 def cmd_validate(args) -> int:
@@ -129,6 +277,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-gate", action="store_true", help="keep the artifact even when parity fails (exit 3)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("package", help="convert for a target profile and write a verified bundle")
+    s.add_argument("model")
+    s.add_argument("--target", required=True, help="a built-in profile name (edgesdk targets) or a .toml file")
+    s.add_argument("--out", required=True, help="bundle directory (written atomically)")
+    s.add_argument("--calib", metavar="DIR", help="real images: calibration, parity and golden samples")
+    s.add_argument("--shape", action="append", metavar="NAME=1x3x320x320", help="fix a dynamic input")
+    s.add_argument("--mean", help="override the normalisation mean, e.g. 127,127,127")
+    s.add_argument("--std", help="override the normalisation std, e.g. 128,128,128")
+    s.add_argument("--color", choices=["rgb", "bgr"], help="override the channel order the model wants")
+    s.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    s.add_argument("--tar", action="store_true", help="also write BUNDLE.tar.gz")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_package)
+
+    s = sub.add_parser("run", help="run a bundle on image files")
+    s.add_argument("bundle")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--rec", metavar="BUNDLE", help="PP-OCR: the recognition bundle to read the detected boxes")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("bench", help="latency percentiles, throughput and the pre/infer/post split of a bundle")
+    s.add_argument("bundle")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--streams", type=int, default=1)
+    s.add_argument("--seconds", type=float, default=5.0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("demo", help="package EfficientNet-Lite0 for this machine and classify real photos")
+    s.add_argument("--target", default="host")
+    s.add_argument("--out", default="out/demo-bundle")
+    s.add_argument("--model", help="another ONNX classifier instead of the built-in one")
+    s.add_argument("--images", metavar="DIR")
+    s.add_argument("--count", type=int, default=8, help="photos to classify")
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("validate", help="re-check a converted directory against its reference ONNX")
     s.add_argument("path")

@@ -33,7 +33,7 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 @dataclass
 class ConvertResult:
     artifact: Artifact
-    parity: ParityReport
+    parity: ParityReport | None  # None when the engine cannot run on this machine (TensorRT)
     nodes_before: int
     nodes_after: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -48,8 +48,10 @@ class ConvertResult:
             "outputs": [t.to_dict() for t in self.artifact.outputs],
             "nodes": {"before": self.nodes_before, "after": self.nodes_after},
             "seconds": self.seconds,
-            **self.parity.to_dict(),
+            **(self.parity.to_dict() if self.parity else {"passed": None, "notes": [self.skipped]}),
         }
+
+    skipped: str = ""  # why validation did not run here
 
 
 def _say(progress: Callable[[str], None] | None, msg: str) -> None:
@@ -187,10 +189,11 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
             shapes: dict[str, tuple[int, ...]] | None = None, ranges: dict[str, ShapeRange] | None = None,
             images: str | Path | list | None = None, spec: PreprocessSpec | None = None,
             engine_options: dict | None = None, samples: int = 8, tolerance: Tolerance | None = None,
-            threads: int | None = None, gate: bool = True,
+            threads: int | None = None, gate: bool = True, require_engine: bool = True,
             progress: Callable[[str], None] | None = None) -> ConvertResult:
     """ONNX -> a validated artifact directory for one backend. With `gate`, a parity failure raises
-    ParityError and leaves nothing at `out`."""
+    ParityError and leaves nothing at `out`. Without `require_engine`, an engine that cannot run
+    here (TensorRT on a workstation) skips validation instead of failing: the device checks it."""
     from .compat import check_compat
     from .model import infer_shapes, load_model
     from .optimize import optimize, staged_dir
@@ -226,30 +229,41 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
 
         t = time.perf_counter()
         unavailable = be.available()
-        if unavailable:
+        parity = None
+        if unavailable and require_engine:
             raise BackendUnavailable(f"cannot validate the {backend} artifact here: {unavailable}")
-        _say(progress, f"validate  {samples} samples against onnxruntime")
-        from .backends.onnxruntime import reference_session
+        if not unavailable:
+            _say(progress, f"validate  {samples} samples against onnxruntime")
+            from .backends.onnxruntime import reference_session
 
-        size_of = {n: r.opt for n, r in ranges.items()}
-        size_of.update(shapes)
-        feeds, notes = make_feeds(artifact.inputs, size_of, image_list, spec, samples)
-        tol = tolerance or tolerance_for(precision)
-        with reference_session(model, threads=threads) as ref, be.open(artifact, threads=threads) as sess:
-            parity = check_parity(ref, sess, feeds, precision, tol)
-        parity.notes.extend(notes)
-        if not parity.passed:
-            _say(progress, "validate  failed: locating the first diverging layer")
-            parity.divergence = locate_divergence(opt.path, be, options, feeds[0], tol)
+            size_of = {n: r.opt for n, r in ranges.items()}
+            size_of.update(shapes)
+            feeds, notes = make_feeds(artifact.inputs, size_of, image_list, spec, samples)
+            tol = tolerance or tolerance_for(precision)
+            try:
+                session = be.open(artifact, threads=threads)
+            except BackendUnavailable as e:  # e.g. an OpenVINO GPU profile on a machine without that GPU
+                if require_engine:
+                    raise
+                unavailable = str(e)
+        if unavailable:
+            _say(progress, f"validate  skipped: {unavailable}")
+        else:
+            with reference_session(model, threads=threads) as ref, session:
+                parity = check_parity(ref, session, feeds, precision, tol)
+            parity.notes.extend(notes)
+            if not parity.passed:
+                _say(progress, "validate  failed: locating the first diverging layer")
+                parity.divergence = locate_divergence(opt.path, be, options, feeds[0], tol)
+            if gate and not parity.passed:
+                raise ParityError(f"{backend} {precision} does not match onnxruntime:\n{parity.summary()}")
+            (stage / PARITY_FILE).write_text(json.dumps(parity.to_dict(), indent=2))
         seconds["validate"] = time.perf_counter() - t
-        if gate and not parity.passed:
-            raise ParityError(f"{backend} {precision} does not match onnxruntime:\n{parity.summary()}")
-
         shutil.copyfile(opt.path, stage / REFERENCE_FILE)
-        (stage / PARITY_FILE).write_text(json.dumps(parity.to_dict(), indent=2))
     artifact.root = out
     seconds["total"] = time.perf_counter() - t0
-    return ConvertResult(artifact, parity, opt.nodes_before, opt.nodes_after, seconds)
+    skipped = "" if parity else f"not validated here: {unavailable}"
+    return ConvertResult(artifact, parity, opt.nodes_before, opt.nodes_after, seconds, skipped)
 
 
 def stderr_progress(msg: str) -> None:
@@ -276,3 +290,202 @@ def validate_artifact(path: str | Path, images: str | Path | None = None, sample
         report = check_parity(ref, sess, feeds, artifact.precision)
     report.notes.extend(notes)
     return report
+
+
+# ---------------------------------------------------------------------------- package: convert + bundle
+
+GOLDEN_SAMPLES = 3
+META_PREPROCESS, META_POSTPROCESS, META_LABELS = "edgesdk.preprocess", "edgesdk.postprocess", "edgesdk.labels"
+
+
+@dataclass
+class PackageResult:
+    out: Path
+    manifest: dict
+    tar: Path | None = None
+
+    def to_dict(self) -> dict:
+        m = self.manifest
+        return {"out": str(self.out), "tar": str(self.tar) if self.tar else None, "target": m["target"],
+                "backend": m["backend"], "precision": m["precision"], "validation": m["validation"],
+                "benchmark": m["benchmark"], "files": m["files"]}
+
+
+def model_metadata(proto) -> dict:
+    """Pre/post-processing and labels a model carries in its metadata_props (JSON values)."""
+    meta = {}
+    for p in proto.metadata_props:
+        if p.key in (META_PREPROCESS, META_POSTPROCESS, META_LABELS):
+            try:
+                meta[p.key] = json.loads(p.value)
+            except ValueError:
+                raise EdgeSDKError(f"model metadata {p.key!r} is not valid JSON") from None
+    return meta
+
+
+def _host_benchmark(model, frames: list[np.ndarray], iters: int = 30) -> dict:
+    from .bench import benchmark
+
+    return benchmark(model, frames, iters=iters, warmup=5)
+
+
+def _report_md(manifest: dict, latencies: list[float] | None) -> str:
+    v = manifest["validation"]
+    lines = [f"# {manifest['target']['name']}: {manifest['backend']} {manifest['precision']}", "",
+             f"Built with edgesdk {manifest['versions']['edgesdk']} from `{manifest['source']['model']}`.", ""]
+    lines += ["## Parity against ONNX Runtime", ""]
+    if v.get("outputs"):
+        lines += ["| output | cosine min | max abs | max rel | top-1 | result |", "|---|---|---|---|---|---|"]
+        for o in v["outputs"]:
+            top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.3f}"
+            lines.append(f"| {o['name']} | {o['cosine_min']:.6f} | {o['max_abs']:.3g} | {o['max_rel']:.3g} | {top1} "
+                         f"| {'ok' if o['passed'] else 'FAIL'} |")
+        tol = v["tolerance"]
+        lines += ["", f"Tolerance: cosine >= {tol['min_cosine']} (or max abs <= {tol['atol']}), "
+                      f"top-1 >= {tol['min_top1']}."]
+    else:
+        lines.append(f"Not validated on the build machine: {'; '.join(v.get('notes', []))}. "
+                     "`Model.check()` replays the golden samples on the device.")
+    b = manifest["benchmark"]
+    lines += ["", "## Latency on the build machine", ""]
+    if b:
+        lines += [f"p50 {b['p50_ms']:.2f} ms, p90 {b['p90_ms']:.2f} ms, p99 {b['p99_ms']:.2f} ms; "
+                  f"{b['throughput_fps']:.1f} frames/s; preprocess {b['pre_ms']:.2f} ms, inference "
+                  f"{b['infer_ms']:.2f} ms, postprocess {b['post_ms']:.2f} ms ({b['threads']} threads).", ""]
+        if latencies:
+            lines += ["```", *_histogram(latencies), "```"]
+    else:
+        lines.append("The engine does not run on the build machine.")
+    return "\n".join(lines) + "\n"
+
+
+def _histogram(values: list[float], bins: int = 10, width: int = 40) -> list[str]:
+    """A text latency plot: milliseconds per bin and a bar per count."""
+    lo, hi = min(values), max(values)
+    step = (hi - lo) / bins or 1e-9
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - lo) / step))] += 1
+    top = max(counts)
+    return [f"{lo + i * step:8.2f} ms | {'#' * max(1 if c else 0, round(width * c / top))} {c}" for i, c in enumerate(counts)]
+
+
+def package(model: str | Path, target: str | Path, out: str | Path, calib: str | Path | list | None = None,
+            shapes: dict[str, tuple[int, ...]] | None = None, spec: PreprocessSpec | None = None,
+            labels: list[str] | None = None, tar: bool = False, threads: int | None = None,
+            progress: Callable[[str], None] | None = None) -> PackageResult:
+    """The user's main job: model + target profile -> a verified bundle directory at `out`."""
+    import onnx
+
+    from . import __version__
+    from .bundle import MODEL_DIR, save_golden, write_manifest
+    from .model import load_model
+    from .optimize import staged_dir
+    from .runtime import Model, engine_version
+    from .targets import load_target
+
+    model, out = Path(model), Path(out)
+    profile = load_target(target)
+    _say(progress, f"target    {profile.name}: {profile.engine} {profile.precision} {profile.arch}")
+    proto = load_model(model)
+    meta = model_metadata(proto)
+    shapes = {**profile.shapes, **(shapes or {})}
+    image_list = image_files(calib) if isinstance(calib, (str, Path)) else calib
+
+    # preprocessing: explicit argument > profile > the model's own metadata > ImageNet default
+    from .model import graph_inputs, io_dicts
+
+    first = TensorInfo.from_dict(io_dicts(graph_inputs(proto))[0])
+    first_shape = shapes.get(first.name) or (profile.ranges[first.name].opt if first.name in profile.ranges
+                                             else first.shape)
+    image_model = _image_layout(first) is not None and all(isinstance(d, int) for d in first_shape)
+    if spec is None:
+        spec = profile.preprocess or (PreprocessSpec.from_dict(meta[META_PREPROCESS]) if META_PREPROCESS in meta
+                                      else None)
+    if image_model:
+        base = default_spec(first, tuple(first_shape))
+        spec = base if spec is None else PreprocessSpec(
+            **{**spec.to_dict(), "size": base.size, "layout": base.layout, "dtype": base.dtype})
+    else:
+        spec = None
+    post = dict(profile.postprocess)
+    if post.get("kind", "none") == "none" and META_POSTPROCESS in meta:
+        post = dict(meta[META_POSTPROCESS])
+    labels = labels if labels is not None else meta.get(META_LABELS)
+    from .postprocess import get as get_post
+
+    get_post(post.get("kind", "none"), {k: v for k, v in post.items() if k != "kind"}, labels=labels)  # fail early
+
+    tol = tolerance_for(profile.precision, profile.validate.get("min_cosine"), profile.validate.get("min_top1"))
+    with staged_dir(out) as stage:
+        result = convert(model, profile.engine, stage / MODEL_DIR, precision=profile.precision, shapes=shapes,
+                         ranges=profile.ranges, images=image_list, spec=spec, engine_options=profile.engine_options,
+                         tolerance=tol, threads=threads, require_engine=False, progress=progress)
+        (stage / MODEL_DIR / REFERENCE_FILE).unlink()  # the golden samples carry what the device needs
+        (stage / MODEL_DIR / PARITY_FILE).unlink(missing_ok=True)  # it is in the manifest
+
+        _say(progress, "golden    reference outputs for the device's self-check")
+        from .backends.onnxruntime import reference_session
+
+        size_of = {n: r.opt for n, r in profile.ranges.items()}
+        size_of.update(shapes)
+        feeds, _ = make_feeds(result.artifact.inputs, size_of, image_list, spec, GOLDEN_SAMPLES, seed=1)
+        with reference_session(model) as ref:
+            outputs = [ref.run(f) for f in feeds]
+        golden = save_golden(stage, feeds, outputs)
+        if labels:
+            (stage / "labels.txt").write_text("\n".join(labels) + "\n")
+
+        validation = result.parity.to_dict() if result.parity else {
+            "passed": None, "notes": [result.skipped + "; Model.check() replays the golden samples there"]}
+        manifest = {
+            "schema": 1,
+            "target": profile.to_dict(),
+            "backend": profile.engine,
+            "precision": profile.precision,
+            "threads": profile.threads or None,
+            "inputs": [t.to_dict() for t in result.artifact.inputs],
+            "outputs": [t.to_dict() for t in result.artifact.outputs],
+            "preprocess": spec.to_dict() if spec else None,
+            "postprocess": post,
+            "labels": "labels.txt" if labels else None,
+            "versions": {"edgesdk": __version__, "onnx": onnx.__version__,
+                         profile.engine: engine_version(profile.engine) or result.artifact.meta.get(profile.engine)},
+            "validation": validation,
+            "benchmark": None,
+            "golden": golden,
+            "source": {"model": model.name, "sha256": _sha256(model), "nodes": result.nodes_before,
+                       "nodes_optimized": result.nodes_after},
+            "build_seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        }
+        write_manifest(stage, manifest)
+        latencies = None
+        if result.parity is not None:
+            _say(progress, "benchmark on this machine")
+            frames = ([read_image(p) for p in (image_list or [])[:4]] if spec else None) or None
+            with Model(stage, threads=threads or profile.threads or None) as m:
+                manifest["benchmark"] = _host_benchmark(m, frames or [])
+            latencies = manifest["benchmark"].pop("latencies_ms", None)
+        (stage / "report.md").write_text(_report_md(manifest, latencies))
+        write_manifest(stage, manifest)
+        _say(progress, f"bundle    {out}")
+    tar_path = _write_tar(out) if tar else None
+    return PackageResult(out, json.loads((out / "manifest.json").read_text()), tar_path)
+
+
+def _sha256(path: Path) -> str:
+    from .bundle import sha256_file
+
+    return sha256_file(path)
+
+
+def _write_tar(bundle: Path) -> Path:
+    import os
+    import tarfile
+
+    dest = bundle.with_name(bundle.name + ".tar.gz")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tf:
+        tf.add(bundle, arcname=bundle.name)
+    os.replace(tmp, dest)
+    return dest

@@ -102,7 +102,7 @@ def cache_dir() -> Path:
 
 # Cache file of each artifact, relative to cache_dir().
 _FILES = {
-    "efficientnet_lite0": "efficientnet_lite0.v1.onnx",
+    "efficientnet_lite0": "efficientnet_lite0.v2.onnx",
     "imagenet_labels": "imagenet_labels.v1.txt",
     "ppocr_det": "ppocr_v4_det.v1.onnx",
     "ppocr_rec": "ppocr_v4_rec.v1.onnx",
@@ -236,6 +236,16 @@ def _build_efficientnet_lite0(out: Path) -> None:
     if not diff < 1e-4:
         raise ParityError(f"EfficientNet-Lite0 export: onnxruntime vs torch max abs diff {diff:.3g} "
                           f"on coffee.png, expected < 1e-4")
+    # What edgesdk reads from a model when the target profile does not say: its preprocessing,
+    # post-processing and class names travel with it.
+    import json
+
+    onnx.helper.set_model_props(model, {
+        "edgesdk.preprocess": json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in EFFICIENTNET_PREPROCESS.items()}),
+        "edgesdk.postprocess": json.dumps({"kind": "topk", "k": 5}),
+        "edgesdk.labels": json.dumps(imagenet_labels()),
+    })
     _save_onnx(model, out)
 
 

@@ -22,6 +22,35 @@ HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # AVX512-BF16 it defaults to bf16, which on EfficientNet-Lite0 measured cosine 0.990 and top-1 0.92
 # against fp32. f16 is OpenVINO's own default on ARM, where fp16 artifacts are meant to run.
 DEFAULT_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16"}
+INFERENCE_PRECISIONS = ("f32", "f16", "bf16")
+# A profile's [engine_options] this backend takes; they travel in the artifact to the session.
+SESSION_OPTIONS = {"device": str, "hint": str, "inference_precision": str}
+
+
+def default_inference_precision(precision: str) -> str:
+    """fp16 weights compute in f16 where the CPU does f16 natively (ARM); on x86 OpenVINO emulates
+    f16 more slowly than f32 (measured: EfficientNet-Lite0 4.9 ms f16 vs 3.4 ms f32), so f32 there.
+    Never the plugin's own default: on CPUs with AMX/AVX512-BF16 that is bf16, which loses top-1."""
+    import platform
+
+    if precision == "fp16" and platform.machine().lower() not in ("aarch64", "arm64", "armv7l"):
+        return "f32"
+    return DEFAULT_INFERENCE_PRECISION[precision]
+
+
+def session_options(engine: dict, precision: str) -> dict:
+    unknown = sorted(set(engine) - set(SESSION_OPTIONS))
+    if unknown:
+        raise ConversionError(f"openvino backend: unknown engine option(s) {unknown}; known: {sorted(SESSION_OPTIONS)}")
+    for key, kind in SESSION_OPTIONS.items():
+        if key in engine and not isinstance(engine[key], kind):
+            raise ConversionError(f"openvino backend: engine option {key} must be {kind.__name__}, got {engine[key]!r}")
+    if engine.get("hint", "LATENCY") not in HINTS:
+        raise ConversionError(f"openvino backend: hint {engine['hint']!r} is not one of {', '.join(HINTS)}")
+    if engine.get("inference_precision", "f32") not in INFERENCE_PRECISIONS:
+        raise ConversionError(f"openvino backend: inference_precision {engine['inference_precision']!r} is not "
+                              f"one of {', '.join(INFERENCE_PRECISIONS)}")
+    return dict(engine)
 
 
 def _ov():
@@ -131,6 +160,7 @@ class OpenVINOBackend:
                 f"openvino backend: precision {options.precision!r} is not supported yet; "
                 f"supported: {', '.join(self.precisions)}")
         model, out_dir = Path(model), Path(out_dir)
+        session = session_options(options.engine, options.precision)
         proto = load_model(model)
         inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))]
         outputs = [TensorInfo.from_dict(d) for d in io_dicts(proto.graph.output)]
@@ -187,7 +217,7 @@ class OpenVINOBackend:
                 files=[XML_FILE, BIN_FILE],
                 inputs=sized(inputs, in_ports),
                 outputs=sized(outputs, out_ports),
-                meta={"openvino": ov.get_version(), "tensor_names": renamed},
+                meta={"openvino": ov.get_version(), "tensor_names": renamed, "session": session},
             )
             artifact.save()
         artifact.root = out_dir
@@ -210,21 +240,24 @@ class OpenVINOSession:
     """An OpenVINO IR compiled for `device`. Inputs are passed zero-copy; outputs are copied out."""
 
     def __init__(self, artifact: Artifact | str | Path, threads: int | None = None,
-                 hint: str = "LATENCY", device: str = "CPU", inference_precision: str | None = None):
-        """`inference_precision` (f32 | f16 | bf16) overrides the compute precision, which by default
-        follows the artifact: f32 for fp32, f16 for fp16."""
+                 hint: str | None = None, device: str | None = None, inference_precision: str | None = None):
+        """hint, device and `inference_precision` (f32 | f16 | bf16) default to what the artifact was
+        built with (the profile's [engine_options]), then LATENCY, CPU and default_inference_precision()."""
         check_threads(threads)
-        if hint not in HINTS:
-            raise EdgeSDKError(f"unknown OpenVINO performance hint {hint!r}; choose one of {', '.join(HINTS)}")
         if not isinstance(artifact, Artifact):
             artifact = Artifact.load(artifact)
         if artifact.backend != "openvino":
             raise BundleError(f"{artifact.root}: artifact is for {artifact.backend!r}, not openvino")
+        built = artifact.meta.get("session") or {}
+        hint = hint or built.get("hint", "LATENCY")
+        device = device or built.get("device", "CPU")
+        if hint not in HINTS:
+            raise EdgeSDKError(f"unknown OpenVINO performance hint {hint!r}; choose one of {', '.join(HINTS)}")
         if inference_precision is None:
             if artifact.precision not in DEFAULT_INFERENCE_PRECISION:
                 raise BundleError(f"{artifact.root}: unknown precision {artifact.precision!r}")
-            inference_precision = DEFAULT_INFERENCE_PRECISION[artifact.precision]
-        if inference_precision not in ("f32", "f16", "bf16"):
+            inference_precision = built.get("inference_precision") or default_inference_precision(artifact.precision)
+        if inference_precision not in INFERENCE_PRECISIONS:
             raise EdgeSDKError(f"inference_precision must be f32, f16 or bf16, got {inference_precision!r}")
         ov = self._ov = _ov()
         core = ov.Core()

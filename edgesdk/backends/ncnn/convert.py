@@ -29,7 +29,7 @@ PNNX_TIMEOUT_S = 600
 NO_BATCH = 233  # pnnx's batch_index for a blob that has no batch axis
 MAX_MAT_DIMS = 4  # ncnn.Mat holds at most 4 dims once the batch axis is gone
 # ConvertOptions.engine keys (a profile's [engine_options]) this backend reads
-ENGINE_OPTIONS = {"fp16_arithmetic": bool}
+ENGINE_OPTIONS = {"fp16_arithmetic": bool, "cpu_powersave": int}
 
 
 def find_pnnx() -> Path:
@@ -304,7 +304,8 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
 
 
 def _engine_options(options: ConvertOptions) -> dict:
-    """The engine knobs, checked; fp16_arithmetic (ARMv8.2 fp16 math, fp16 builds only) goes into meta."""
+    """The engine knobs, checked, for meta: fp16_arithmetic (ARMv8.2 fp16 math, fp16 builds only) and
+    cpu_powersave (ncnn's core selection: 2 pins big cores on big.LITTLE boards such as the RK3588)."""
     unknown = sorted(set(options.engine) - set(ENGINE_OPTIONS))
     if unknown:
         raise ConversionError(f"ncnn backend: unknown engine option(s) {unknown}; known: {sorted(ENGINE_OPTIONS)}")
@@ -313,7 +314,10 @@ def _engine_options(options: ConvertOptions) -> dict:
             raise ConversionError(f"ncnn backend: engine option {key} must be {kind.__name__}, got {options.engine[key]!r}")
     if options.engine.get("fp16_arithmetic") and options.precision != "fp16":
         raise ConversionError(f"ncnn backend: fp16_arithmetic needs precision fp16, not {options.precision}")
-    return {"fp16_arithmetic": bool(options.engine.get("fp16_arithmetic", False))}
+    powersave = options.engine.get("cpu_powersave", 0)
+    if powersave not in (0, 1, 2):
+        raise ConversionError(f"ncnn backend: cpu_powersave must be 0 (all cores), 1 (little) or 2 (big), got {powersave!r}")
+    return {"fp16_arithmetic": bool(options.engine.get("fp16_arithmetic", False)), "cpu_powersave": powersave}
 
 
 def _merge_dims(t: TensorInfo, a: tuple, b: tuple) -> tuple:

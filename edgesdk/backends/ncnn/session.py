@@ -102,6 +102,8 @@ class NcnnSession:
         # fp16 arithmetic (ARMv8.2 only; x86 has none) rounds every intermediate, so it is on only when
         # the build asked for it: otherwise an fp16 artifact differs from fp32 in storage alone.
         net.opt.use_fp16_arithmetic = fp16 and bool(meta.get("fp16_arithmetic", False))
+        if meta.get("cpu_powersave"):  # process-wide in ncnn: the board's profile owns the process
+            ncnn.set_cpu_powersave(int(meta["cpu_powersave"]))
         net.opt.use_bf16_storage = False
         if threads is not None:
             net.opt.num_threads = threads

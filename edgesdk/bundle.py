@@ -1,0 +1,147 @@
+"""Bundles: a directory with manifest.json and the files it names, written atomically, verified on read.
+
+Device side: json, hashlib and numpy only. Layout:
+
+    manifest.json        schema, target, backend, precision, inputs, outputs, preprocess, postprocess,
+                         files {relative path: sha256}, versions, validation, benchmark, golden, ...
+    model/               the engine artifact (artifact.json + the engine's files)
+    golden/              in_<k>_<input>.npy / out_<k>_<output>.npy: real inputs and the reference outputs
+    labels.txt           class names, when the model has them
+    report.md            parity table and latency figures for people
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError
+
+SCHEMA = 1
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+GOLDEN_DIR = "golden"
+REQUIRED_KEYS = ("schema", "target", "backend", "precision", "inputs", "outputs", "preprocess", "postprocess",
+                 "files", "versions", "validation", "benchmark", "golden")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _safe_relpath(rel: str, where: str) -> str:
+    """Manifest paths stay inside the bundle: relative, no '..', no backslashes."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or ".." in Path(rel).parts:
+        raise BundleError(f"{where}: unsafe file path {rel!r} in manifest")
+    return rel
+
+
+@dataclass
+class Manifest:
+    data: dict[str, Any]
+    root: Path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def get(self, key: str, default=None):
+        return self.data.get(key, default)
+
+    @property
+    def backend(self) -> str:
+        return self.data["backend"]
+
+    def golden_pairs(self) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """The golden (inputs, reference outputs) samples, loaded without pickle."""
+        pairs = []
+        for sample in self.data["golden"]:
+            ins = {n: np.load(self.root / p, allow_pickle=False) for n, p in sample["inputs"].items()}
+            outs = {n: np.load(self.root / p, allow_pickle=False) for n, p in sample["outputs"].items()}
+            pairs.append((ins, outs))
+        return pairs
+
+
+def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
+    """Read and check a bundle's manifest; with `verify`, every listed file's sha256 too.
+    BundleError names the bundle and the file or key at fault."""
+    root = Path(path)
+    if root.is_file() and root.name == MANIFEST:
+        root = root.parent
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    mpath = root / MANIFEST
+    try:
+        data = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{root}: not a bundle (no {MANIFEST})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BundleError(f"{mpath}: unreadable manifest: {e}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{mpath}: manifest must be a JSON object")
+    if data.get("schema") != SCHEMA:
+        raise BundleError(f"{mpath}: manifest schema {data.get('schema')!r}; this edgesdk reads schema {SCHEMA}"
+                          + (" — upgrade edgesdk" if isinstance(data.get("schema"), int) and data["schema"] > SCHEMA else ""))
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise BundleError(f"{mpath}: manifest lacks keys {missing}")
+    files = data["files"]
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{mpath}: 'files' must map relative paths to sha256 digests")
+    for rel, digest in files.items():
+        _safe_relpath(rel, str(mpath))
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise BundleError(f"{mpath}: bad sha256 for {rel!r}")
+        if verify:
+            p = root / rel
+            if not p.is_file() or p.is_symlink():
+                raise BundleError(f"{root}: file {rel} is missing")
+            if sha256_file(p) != digest:
+                raise BundleError(f"{root}: file {rel} does not match its sha256 in the manifest (modified or corrupt)")
+    for sample in data["golden"]:
+        for rel in list(sample.get("inputs", {}).values()) + list(sample.get("outputs", {}).values()):
+            if _safe_relpath(rel, str(mpath)) not in files:
+                raise BundleError(f"{mpath}: golden file {rel!r} is not covered by 'files'")
+    return Manifest(data, root)
+
+
+def write_manifest(root: Path, data: dict[str, Any]) -> Path:
+    """Hash every file under `root` into data['files'] and write manifest.json (last, so a bundle
+    directory with a manifest is complete)."""
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files[p.relative_to(root).as_posix()] = sha256_file(p)
+    data = {**data, "schema": SCHEMA, "files": files}
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    os.replace(tmp, root / MANIFEST)
+    return root / MANIFEST
+
+
+def save_golden(root: Path, feeds: list[dict[str, np.ndarray]], outputs: list[dict[str, np.ndarray]]) -> list[dict]:
+    """Write golden samples as .npy files; returns the manifest's 'golden' list."""
+    (root / GOLDEN_DIR).mkdir(parents=True, exist_ok=True)
+    golden = []
+
+    def fname(kind, k, name):
+        return f"{GOLDEN_DIR}/{kind}_{k}_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.npy"
+
+    for k, (f, o) in enumerate(zip(feeds, outputs)):
+        entry = {"inputs": {}, "outputs": {}}
+        for kind, tensors in (("in", f), ("out", o)):
+            for name, arr in tensors.items():
+                rel = fname(kind, k, name)
+                np.save(root / rel, np.ascontiguousarray(arr), allow_pickle=False)
+                entry["inputs" if kind == "in" else "outputs"][name] = rel
+        golden.append(entry)
+    return golden
