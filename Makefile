@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml tools/requirements-dev.txt Makefile
 
 setup: $(STAMP)
 
+# Package the real EfficientNet-Lite0 for this machine's target and classify real photos with the bundle.
 demo: setup
-	$(PYTHON) -m tools.models --quiet
-	edgesdk inspect "$$($(PYTHON) -m tools.models --path efficientnet_lite0)"
+	edgesdk inspect --no-probe "$$($(PYTHON) -m tools.models --path efficientnet_lite0)" | head -4
+	edgesdk demo
 
 test: setup native-test
 	$(PYTHON) -m pytest -q

@@ -119,7 +119,7 @@ def cmd_package(args) -> int:
 
 def _describe(result: dict) -> str:
     if "topk" in result:
-        return ", ".join(f"{t['label'] or t['index']} {t['score']:.2f}" for t in result["topk"][:3])
+        return ", ".join(f"{(t['label'] or str(t['index'])).split(',')[0]} {t['score']:.2f}" for t in result["topk"][:3])
     if "text" in result and isinstance(result["text"], list):
         return " | ".join(result["text"])
     if "lines" in result:
@@ -233,7 +233,12 @@ def _demo_inputs(args):
     sys.path.insert(0, str(root))
     from tools import models
 
-    return models.efficientnet_lite0(), models.eval_images()
+    photos = models.images()
+    # everyday objects first, so the labels can be checked by eye
+    picks = [photos[k] for k in ("skimage_coffee", "skimage_chelsea", "skimage_rocket", "skimage_astronaut",
+                                 "opencv_data_squirrel_cls", "opencv_data_orange", "sklearn_china",
+                                 "matplotlib_grace_hopper", "skimage_motorcycle_left") if k in photos]
+    return models.efficientnet_lite0(), picks + [p for p in models.eval_images() if p not in picks]
 
 
 def cmd_validate(args) -> int:

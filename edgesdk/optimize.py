@@ -129,16 +129,16 @@ def save_model_atomically(model, path: str | Path) -> Path:
 def staged_dir(out_dir: str | Path):
     """Yield an empty temp dir beside `out_dir`; when the block succeeds it takes `out_dir`'s place.
 
-    An existing `out_dir` is replaced only if it is empty or a previous artifact (has artifact.json),
+    An existing `out_dir` is replaced only if it is empty, a previous artifact (artifact.json) or bundle (manifest.json),
     so a mistyped path cannot wipe unrelated files. On failure the temp dir is removed.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ConversionError(f"{out_dir}: exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / ARTIFACT_FILE).exists():
-            raise ConversionError(
-                f"{out_dir}: directory is not empty and holds no {ARTIFACT_FILE}; refusing to overwrite it")
+        if any(out_dir.iterdir()) and not any((out_dir / f).exists() for f in (ARTIFACT_FILE, "manifest.json")):
+            raise ConversionError(f"{out_dir}: directory is not empty and holds no {ARTIFACT_FILE} or manifest.json "
+                                  "(not an earlier artifact or bundle); refusing to overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(_temp_name(out_dir))
     tmp.mkdir()  # not mkdtemp: its 0700 mode would end up on the artifact directory
