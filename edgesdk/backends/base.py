@@ -54,6 +54,12 @@ class ConvertOptions:
     ranges: dict[str, ShapeRange] = field(default_factory=dict)
     # engine-specific knobs from the target profile (workspace, DLA core, device hint, ...)
     engine: dict[str, Any] = field(default_factory=dict)
+    # int8: calibration feeds keyed by ONNX input names, already through the target's preprocessing
+    calibration: list[dict[str, np.ndarray]] | None = None
+    # int8: ONNX node names to keep in float (the accuracy budget's sensitive-layer fallback)
+    exclude: list[str] = field(default_factory=list)
+    # int8: calibration method ("kl" | "minmax" | "aciq"; engines that have fewer take the nearest)
+    calib_method: str = "kl"
 
 
 @dataclass
