@@ -68,17 +68,30 @@ def main() -> None:
         def ovc_default():
             return req.infer({0: x})
 
+        # The same ovc IR compiled for f32 compute: OpenVINO's CPU default is bf16 on AMX/AVX512-BF16
+        # machines, which is faster but changes answers (see the accuracy line printed below).
+        compiled32 = core.compile_model(str(work / "ovc/model.xml"), "CPU",
+                                        {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"})
+        req32 = compiled32.create_infer_request()
+
+        def ovc_f32():
+            return req32.infer({0: x})
+
+        print(f"OpenVINO default compute precision here: {compiled.get_property('INFERENCE_PRECISION_HINT')}")
+        _accuracy(onnx_path, spec, {"ovc default": lambda f: req.infer({0: f})[compiled.outputs[0]],
+                                    "ovc f32": lambda f: req32.infer({0: f})[compiled32.outputs[0]]})
         print(f"EfficientNet-Lite0 1x3x224x224, {args.threads} threads")
         print(HEADER)
         cases = [("ncnn fp16 (pnnx default)", "ncnn", "fp16", pnnx_default),
-                 ("openvino fp16-IR (ovc default)", "openvino", "fp16", ovc_default)]
+                 ("openvino fp16-IR (ovc default)", "openvino", "fp16", ovc_default),
+                 ("openvino fp16-IR (ovc IR, f32 compute)", "openvino", "fp16", ovc_f32)]
         for name, backend, precision, anchor in cases:
             art = convert(onnx_path, backend, work / f"ours-{backend}", precision=precision, spec=spec, samples=2).artifact
             sess = registry.get(backend).open(art, threads=args.threads)
             # same model on both sides: same answer (the anchors' fp16 arithmetic differs in the last bits)
             ours_out = sess.run({"images": x})["logits"].ravel()
             theirs = anchor()
-            theirs = np.asarray(theirs[compiled.outputs[0]] if backend == "openvino" else theirs).ravel()
+            theirs = np.asarray(next(iter(theirs.values())) if backend == "openvino" else theirs).ravel()
             cos = float(ours_out @ theirs / np.linalg.norm(ours_out) / np.linalg.norm(theirs))
             if ours_out.argmax() != theirs.argmax() or cos < 0.99:
                 raise SystemExit(f"{name}: outputs differ (cosine {cos:.4f}); not the same model")
@@ -87,6 +100,21 @@ def main() -> None:
             sess.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _accuracy(onnx_path, spec, runners: dict) -> None:
+    """Top-1 agreement and worst cosine of each runner against onnxruntime fp32 on the eval photos."""
+    from edgesdk.backends.onnxruntime import reference_session
+    from edgesdk.preprocess import preprocess_reference, read_image
+
+    xs = [preprocess_reference(read_image(p), spec) for p in models.eval_images()]
+    with reference_session(onnx_path) as ref:
+        refs = [ref.run({"images": x})["logits"].ravel() for x in xs]
+    for name, run in runners.items():
+        outs = [np.asarray(run(x)).ravel() for x in xs]
+        agree = np.mean([r.argmax() == o.argmax() for r, o in zip(refs, outs)])
+        cos = min(float(r @ o / np.linalg.norm(r) / np.linalg.norm(o)) for r, o in zip(refs, outs))
+        print(f"  accuracy of {name:<12} vs onnxruntime fp32 on {len(xs)} photos: top-1 {agree:.3f}, cosine min {cos:.5f}")
 
 
 if __name__ == "__main__":
