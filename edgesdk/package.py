@@ -378,7 +378,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     import onnx
 
     from . import __version__
-    from .bundle import MODEL_DIR, save_golden, write_manifest
+    from .bundle import MODEL_DIR, save_golden, sha256_file, write_manifest
     from .model import load_model
     from .optimize import staged_dir
     from .runtime import Model, engine_version
@@ -454,7 +454,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             "validation": validation,
             "benchmark": None,
             "golden": golden,
-            "source": {"model": model.name, "sha256": _sha256(model), "nodes": result.nodes_before,
+            "source": {"model": model.name, "sha256": sha256_file(model), "nodes": result.nodes_before,
                        "nodes_optimized": result.nodes_after},
             "build_seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         }
@@ -471,12 +471,6 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
         _say(progress, f"bundle    {out}")
     tar_path = _write_tar(out) if tar else None
     return PackageResult(out, json.loads((out / "manifest.json").read_text()), tar_path)
-
-
-def _sha256(path: Path) -> str:
-    from .bundle import sha256_file
-
-    return sha256_file(path)
 
 
 def _write_tar(bundle: Path) -> Path:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle import sha256_file
 from ..errors import BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
 from .base import Artifact, ConvertOptions, ShapeRange, TensorInfo
 
@@ -507,14 +508,6 @@ def _cuda_reason() -> str | None:
 
 # ---------------------------------------------------------------------------- engine build (device)
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_plan(onnx_path: Path, config: BuildConfig, timing_cache: Path | None = None) -> bytes:
     """Build a serialized plan with TensorRT's builder: the same settings as trtexec_command(config)."""
     trt = _trt()
@@ -573,7 +566,7 @@ def ensure_plan(artifact: Artifact, config: BuildConfig, key: PlanKey, cache_dir
     onnx_path = artifact.path(config.onnx)
     if not onnx_path.is_file():
         raise BundleError(f"{onnx_path}: missing; the TensorRT engine is built from it on the device")
-    if _file_sha256(onnx_path) != config.onnx_sha256:
+    if sha256_file(onnx_path) != config.onnx_sha256:
         raise BundleError(f"{onnx_path}: does not match the sha256 in {BUILD_FILE}; the artifact was modified")
     major, minor = key.compute_capability
     timing = engines / f"timing-{key.trt_version}-sm{major}{minor}.cache"  # timing caches are device-specific
@@ -775,7 +768,7 @@ class TensorRTBackend:
             raise ConversionError(f"{model}: weights in external data files are not supported by this backend yet")
         config = BuildConfig(
             precision=options.precision,
-            onnx_sha256=_file_sha256(model),
+            onnx_sha256=sha256_file(model),
             profiles=resolve_profiles(inputs, options, model),
             **_engine_options(options.engine, options.precision, model),
         )
