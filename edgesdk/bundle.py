@@ -145,3 +145,127 @@ def save_golden(root: Path, feeds: list[dict[str, np.ndarray]], outputs: list[di
                 entry["inputs" if kind == "in" else "outputs"][name] = rel
         golden.append(entry)
     return golden
+
+
+# ---------------------------------------------------------------------------- signatures (ed25519)
+
+SIGNATURE = "manifest.sig"
+
+
+def _crypto():
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise BundleError("bundle signatures need the cryptography package: pip install 'edgesdk[sign]'") from None
+    return serialization, ed25519
+
+
+def generate_key(private_path: str | Path) -> tuple[Path, Path]:
+    """Write a new ed25519 key pair: PRIVATE (PEM, mode 0600) and PRIVATE.pub (PEM)."""
+    serialization, ed25519 = _crypto()
+    private_path = Path(private_path)
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub_path = private_path.with_name(private_path.name + ".pub")
+    pub_path.write_bytes(pub)
+    return private_path, pub_path
+
+
+def _load_key(source, private: bool):
+    serialization, ed25519 = _crypto()
+    kind = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if isinstance(source, kind):
+        return source
+    data = source if isinstance(source, bytes) else Path(source).read_bytes() if Path(source).is_file() else None
+    if data is None:
+        raise BundleError(f"{source}: no such key file")
+    try:
+        key = (serialization.load_pem_private_key(data, password=None) if private
+               else serialization.load_pem_public_key(data))
+    except (ValueError, TypeError) as e:
+        raise BundleError(f"{source}: not a PEM {'private' if private else 'public'} key ({e})") from None
+    if not isinstance(key, kind):
+        raise BundleError(f"{source}: not an ed25519 key")
+    return key
+
+
+def sign_bundle(root: Path, private_key) -> Path:
+    """Sign manifest.json (which holds every file's sha256, so the signature covers the whole bundle)."""
+    key = _load_key(private_key, private=True)
+    sig = key.sign((Path(root) / MANIFEST).read_bytes())
+    tmp = Path(root) / f".{SIGNATURE}.tmp"
+    tmp.write_bytes(sig)
+    os.replace(tmp, Path(root) / SIGNATURE)
+    return Path(root) / SIGNATURE
+
+
+def verify_signature(root: Path, trusted_keys) -> None:
+    """BundleError unless manifest.sig is a valid signature of manifest.json by one of `trusted_keys`."""
+    from cryptography.exceptions import InvalidSignature
+
+    root = Path(root)
+    keys = [_load_key(k, private=False) for k in trusted_keys]
+    if not keys:
+        raise BundleError("trusted_keys is empty: give at least one public key, or None to skip signatures")
+    sig_path = root / SIGNATURE
+    if not sig_path.is_file():
+        raise BundleError(f"{root}: bundle is not signed ({SIGNATURE} missing) and trusted keys were given")
+    sig, manifest = sig_path.read_bytes(), (root / MANIFEST).read_bytes()
+    for key in keys:
+        try:
+            key.verify(sig, manifest)
+            return
+        except InvalidSignature:
+            continue
+    raise BundleError(f"{root}: signature does not match any trusted key (tampered manifest or unknown signer)")
+
+
+# ---------------------------------------------------------------------------- archives
+
+MAX_ARCHIVE_BYTES = 8 << 30
+
+
+def extract_archive(archive: str | Path, dest: str | Path) -> Path:
+    """Unpack a bundle .tar.gz into `dest` safely: regular files and directories only, no absolute
+    paths, no '..', no links or devices, bounded size. Returns the bundle directory inside `dest`."""
+    import tarfile
+
+    archive, dest = Path(archive), Path(dest)
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except (OSError, tarfile.TarError) as e:
+        raise BundleError(f"{archive}: not a readable bundle archive ({e})") from None
+    with tf:
+        members, total, tops = [], 0, set()
+        for m in tf.getmembers():
+            name = m.name
+            parts = Path(name).parts
+            if name.startswith("/") or ".." in parts or "\\" in name or not parts:
+                raise BundleError(f"{archive}: unsafe path {name!r} in archive")
+            if not (m.isfile() or m.isdir()):
+                raise BundleError(f"{archive}: {name!r} is a link or special file; bundles hold regular files only")
+            total += m.size
+            if total > MAX_ARCHIVE_BYTES:
+                raise BundleError(f"{archive}: archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB")
+            tops.add(parts[0])
+            members.append(m)
+        if len(tops) != 1:
+            raise BundleError(f"{archive}: expected one bundle directory at the top, found {sorted(tops)[:5]}")
+        dest.mkdir(parents=True, exist_ok=True)
+        for m in members:
+            target = dest / m.name
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(m)
+            with open(target, "wb") as f:  # our own copy: no modes, owners or times from the archive
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+    return dest / tops.pop()

@@ -104,7 +104,7 @@ def cmd_package(args) -> int:
             raise EdgeSDKError(f"{p}: no such labels file")
         labels = p.read_text().splitlines()
     result = package(args.model, args.target, args.out, calib=args.calib, shapes=_shapes(args.shape),
-                     spec=_spec_override(args), labels=labels, tar=args.tar,
+                     spec=_spec_override(args), labels=labels, tar=args.tar, sign=args.sign,
                      progress=None if args.json else stderr_progress)
     v = result.manifest["validation"]
     b = result.manifest["benchmark"]
@@ -145,8 +145,8 @@ def cmd_run(args) -> int:
     from .preprocess import read_image
     from .runtime import load
 
-    model = load(args.bundle, threads=args.threads)
-    rec = load(args.rec, threads=args.threads) if args.rec else None
+    model = load(args.bundle, threads=args.threads, trusted_keys=args.trusted_key)
+    rec = load(args.rec, threads=args.threads, trusted_keys=args.trusted_key) if args.rec else None
     rows = []
     for path in args.images:
         frame = read_image(path)
@@ -168,6 +168,19 @@ def cmd_run(args) -> int:
             print(f"{path}: {_describe(result)}  ({ms:.1f} ms)")
     if args.json:
         print(json.dumps({"results": rows}, indent=2))
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from pathlib import Path
+
+    from .bundle import generate_key
+
+    if Path(args.key).exists():
+        raise EdgeSDKError(f"{args.key}: exists; refusing to overwrite a key")
+    priv, pub = generate_key(args.key)
+    print(f"private key {priv} (keep it secret; edgesdk package --sign {priv})\npublic key  {pub} "
+          f"(ship it to devices; edgesdk.load(..., trusted_keys=['{pub.name}']))")
     return 0
 
 
@@ -294,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--color", choices=["rgb", "bgr"], help="override the channel order the model wants")
     s.add_argument("--labels", metavar="FILE", help="class names, one per line")
     s.add_argument("--tar", action="store_true", help="also write BUNDLE.tar.gz")
+    s.add_argument("--sign", metavar="KEY", help="sign the bundle with an ed25519 private key (edgesdk keygen)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_package)
 
@@ -301,9 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("images", nargs="+")
     s.add_argument("--rec", metavar="BUNDLE", help="PP-OCR: the recognition bundle to read the detected boxes")
+    s.add_argument("--trusted-key", action="append", metavar="PUB", help="refuse bundles not signed by this key")
     s.add_argument("--threads", type=int)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("keygen", help="make an ed25519 key pair for signing bundles")
+    s.add_argument("key", help="private key file to write (KEY.pub gets the public key)")
+    s.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("bench", help="latency percentiles, throughput and the pre/infer/post split of a bundle")
     s.add_argument("bundle")

@@ -373,7 +373,7 @@ def _histogram(values: list[float], bins: int = 10, width: int = 40) -> list[str
 def package(model: str | Path, target: str | Path, out: str | Path, calib: str | Path | list | None = None,
             shapes: dict[str, tuple[int, ...]] | None = None, spec: PreprocessSpec | None = None,
             labels: list[str] | None = None, tar: bool = False, threads: int | None = None,
-            progress: Callable[[str], None] | None = None) -> PackageResult:
+            sign: str | Path | None = None, progress: Callable[[str], None] | None = None) -> PackageResult:
     """The user's main job: model + target profile -> a verified bundle directory at `out`."""
     import onnx
 
@@ -468,6 +468,10 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             latencies = manifest["benchmark"].pop("latencies_ms", None)
         (stage / "report.md").write_text(_report_md(manifest, latencies))
         write_manifest(stage, manifest)
+        if sign:
+            from .bundle import sign_bundle
+
+            sign_bundle(stage, sign)
         _say(progress, f"bundle    {out}")
     tar_path = _write_tar(out) if tar else None
     return PackageResult(out, json.loads((out / "manifest.json").read_text()), tar_path)

@@ -61,8 +61,28 @@ class Model:
     """A bundle loaded for inference. Model(frame) takes an HxWx3 uint8 BGR frame and returns the named
     outputs plus the post-processing results; infer(feeds) runs tensors as they are."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True):
-        self.manifest = read_manifest(path, verify=verify)
+    def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True,
+                 trusted_keys=None):
+        self._unpacked = self._session = None
+        try:
+            self._open(Path(path), threads, verify, trusted_keys)
+        except BaseException:
+            self.close()  # nothing half-open: the engine session and any unpacked copy go
+            raise
+
+    def _open(self, path: Path, threads: int | None, verify: bool, trusted_keys) -> None:
+        if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            import tempfile
+
+            from .bundle import extract_archive
+
+            self._unpacked = tempfile.TemporaryDirectory(prefix="edgesdk-bundle-")
+            path = extract_archive(path, self._unpacked.name)
+        if trusted_keys is not None:
+            from .bundle import verify_signature
+
+            verify_signature(path, trusted_keys)  # before anything in the bundle is trusted
+        self.manifest = read_manifest(path, verify=verify or trusted_keys is not None)
         m = self.manifest
         check_engine(m)
         self.root = m.root
@@ -153,9 +173,12 @@ class Model:
     # ---------------------------------------------------------------- lifetime
 
     def close(self) -> None:
-        if self._session is not None:
+        if getattr(self, "_session", None) is not None:
             self._session.close()
             self._session = None
+        if getattr(self, "_unpacked", None) is not None:
+            self._unpacked.cleanup()
+            self._unpacked = None
 
     def __enter__(self) -> "Model":
         return self
@@ -167,7 +190,9 @@ class Model:
         return f"<edgesdk.Model {self.root} {self.backend} {self.precision} edgesdk {__version__}>"
 
 
-def load(path: str | Path, threads: int | None = None, verify: bool = True) -> Model:
-    """Load a bundle directory: manifest checked (schema, sha256 of every file, engine present and
-    recent enough), session opened, pre/post-processing from the manifest."""
-    return Model(path, threads=threads, verify=verify)
+def load(path: str | Path, threads: int | None = None, verify: bool = True, trusted_keys=None) -> Model:
+    """Load a bundle directory (or its .tar.gz, unpacked safely into a temporary directory): manifest
+    checked (schema, sha256 of every file, engine present and recent enough), session opened,
+    pre/post-processing from the manifest. With `trusted_keys` (ed25519 public keys: PEM paths, bytes
+    or key objects) an unsigned or wrongly signed bundle is refused."""
+    return Model(path, threads=threads, verify=verify, trusted_keys=trusted_keys)
