@@ -21,10 +21,14 @@ LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("float32", "float16", "uint8")
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
 def _triple(value, name) -> tuple[float, float, float]:
-    vals = [value] * 3 if isinstance(value, (int, float)) else list(value)
-    if len(vals) != 3:
-        raise EdgeSDKError(f"preprocess {name}: expected 3 values (one per channel), got {len(vals)}")
+    vals = [value] * 3 if _is_number(value) else list(value) if isinstance(value, (list, tuple)) else None
+    if vals is None or len(vals) != 3 or not all(_is_number(v) and np.isfinite(v) for v in vals):
+        raise EdgeSDKError(f"preprocess {name}: expected 3 finite numbers (one per channel), got {value!r}")
     return tuple(float(v) for v in vals)
 
 
@@ -41,16 +45,18 @@ class PreprocessSpec:
     interp: str = "bilinear"
 
     def __post_init__(self):
-        size = tuple(int(v) for v in self.size)
-        if len(size) != 2 or min(size) <= 0:
-            raise EdgeSDKError(f"preprocess size: expected [width, height] > 0, got {list(self.size)}")
-        object.__setattr__(self, "size", size)
+        size = self.size
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v < 1 << 16
+                           for v in size)):
+            raise EdgeSDKError(f"preprocess size: expected [width, height], integers in 1..65535, got {size!r}")
+        object.__setattr__(self, "size", tuple(int(v) for v in size))
         for name, allowed in (("resize", RESIZE_MODES), ("color", COLORS), ("layout", LAYOUTS),
                               ("dtype", DTYPES), ("interp", INTERPOLATIONS)):
-            if getattr(self, name) not in allowed:
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
                 raise EdgeSDKError(f"preprocess {name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if not 0 <= int(self.pad) <= 255:
-            raise EdgeSDKError(f"preprocess pad: expected 0..255, got {self.pad}")
+        if not isinstance(self.pad, (int, np.integer)) or isinstance(self.pad, bool) or not 0 <= self.pad <= 255:
+            raise EdgeSDKError(f"preprocess pad: expected an integer 0..255, got {self.pad!r}")
         object.__setattr__(self, "pad", int(self.pad))
         mean, std = _triple(self.mean, "mean"), _triple(self.std, "std")
         if any(s == 0 for s in std):
@@ -62,6 +68,8 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessSpec":
+        if not isinstance(d, dict):
+            raise EdgeSDKError(f"preprocess: expected a table of settings, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:

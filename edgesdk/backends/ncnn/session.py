@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import BackendUnavailable, EdgeSDKError, ModelError
+from ...errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
 from ..base import Artifact, TensorInfo
 from ..onnxruntime import check_feeds, check_threads
 
@@ -44,7 +44,12 @@ def param_layers(param_text: str) -> list[tuple[str, list[str], list[str]]]:
         parts = line.split()
         if len(parts) < 4:
             continue
-        n_in, n_out = int(parts[2]), int(parts[3])
+        try:
+            n_in, n_out = int(parts[2]), int(parts[3])
+        except ValueError:
+            n_in = n_out = -1
+        if n_in < 0 or n_out < 0 or len(parts) < 4 + n_in + n_out:
+            raise BundleError(f"malformed ncnn param line {line.strip()[:80]!r}: bad input/output blob counts")
         layers.append((parts[0], parts[4 : 4 + n_in], parts[4 + n_in : 4 + n_in + n_out]))
     return layers
 
