@@ -1,6 +1,7 @@
 """The build pipeline — the only place its order is written.
 
-    inspect (compat) -> optimize -> convert (Backend.convert) -> validate (vs onnxruntime) -> write
+    inspect (compat) -> optimize -> [int8: calibrate -> quantize -> accuracy budget, keeping the most
+    sensitive layers in float until it holds] -> convert (Backend.convert) -> validate (vs onnxruntime) -> write
 
 `convert()` stops at a validated artifact directory; packaging a bundle adds the bundle stage.
 """
@@ -49,9 +50,11 @@ class ConvertResult:
             "nodes": {"before": self.nodes_before, "after": self.nodes_after},
             "seconds": self.seconds,
             **(self.parity.to_dict() if self.parity else {"passed": None, "notes": [self.skipped]}),
+            "quantization": self.quantization,
         }
 
     skipped: str = ""  # why validation did not run here
+    quantization: dict | None = None  # int8: calibration, budget steps, layers kept in float (QuantizeReport)
 
 
 def _say(progress: Callable[[str], None] | None, msg: str) -> None:
@@ -190,10 +193,12 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
             images: str | Path | list | None = None, spec: PreprocessSpec | None = None,
             engine_options: dict | None = None, samples: int = 8, tolerance: Tolerance | None = None,
             threads: int | None = None, gate: bool = True, require_engine: bool = True,
-            progress: Callable[[str], None] | None = None) -> ConvertResult:
+            progress: Callable[[str], None] | None = None, quantize=None) -> ConvertResult:
     """ONNX -> a validated artifact directory for one backend. With `gate`, a parity failure raises
     ParityError and leaves nothing at `out`. Without `require_engine`, an engine that cannot run
-    here (TensorRT on a workstation) skips validation instead of failing: the device checks it."""
+    here (TensorRT on a workstation) skips validation instead of failing: the device checks it.
+    int8 calibrates on `images` and holds the accuracy budget of `quantize` (a QuantizeSettings or
+    a profile's [quantize] table), or raises ParityError and writes nothing."""
     from .compat import check_compat
     from .model import infer_shapes, load_model
     from .optimize import optimize, staged_dir
@@ -224,7 +229,15 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
         t = time.perf_counter()
         _say(progress, f"convert   {backend} {precision}")
         options = ConvertOptions(precision=precision, shapes=shapes, ranges=ranges, engine=dict(engine_options or {}))
-        artifact = be.convert(opt.path, stage, options)
+        quant = None
+        if precision == "int8":
+            from .quantize import QuantizeSettings, quantize_stage
+
+            settings = quantize if isinstance(quantize, QuantizeSettings) else QuantizeSettings.from_profile(quantize)
+            artifact, quant, options = quantize_stage(be, opt.path, stage, options, image_list, spec, settings,
+                                                      threads, progress)
+        else:
+            artifact = be.convert(opt.path, stage, options)
         seconds["convert"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -252,10 +265,14 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
             with reference_session(model, threads=threads) as ref, session:
                 parity = check_parity(ref, session, feeds, precision, tol)
             parity.notes.extend(notes)
-            if not parity.passed:
+            if not parity.passed and precision != "int8":  # int8 error builds up everywhere: see quantization
                 _say(progress, "validate  failed: locating the first diverging layer")
                 parity.divergence = locate_divergence(opt.path, be, options, feeds[0], tol)
-            if gate and not parity.passed:
+            held = quant is not None and quant.held
+            if held and not parity.passed:
+                parity.notes.append("int8: gated by the accuracy budget on held-back images, which it holds "
+                                    f"({quant.budget.describe()}); per-sample cosine is informational")
+            if gate and not parity.passed and not held:
                 raise ParityError(f"{backend} {precision} does not match onnxruntime:\n{parity.summary()}")
             (stage / PARITY_FILE).write_text(json.dumps(parity.to_dict(), indent=2))
         seconds["validate"] = time.perf_counter() - t
@@ -263,7 +280,8 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
     artifact.root = out
     seconds["total"] = time.perf_counter() - t0
     skipped = "" if parity else f"not validated here: {unavailable}"
-    return ConvertResult(artifact, parity, opt.nodes_before, opt.nodes_after, seconds, skipped)
+    return ConvertResult(artifact, parity, opt.nodes_before, opt.nodes_after, seconds, skipped,
+                         quant.to_dict() if quant else None)
 
 
 def stderr_progress(msg: str) -> None:
@@ -346,6 +364,24 @@ def _report_md(manifest: dict, latencies: list[float] | None) -> str:
     else:
         lines.append(f"Not validated on the build machine: {'; '.join(v.get('notes', []))}. "
                      "`Model.check()` replays the golden samples on the device.")
+    q = manifest.get("quantization")
+    if q:
+        lines += ["", "## INT8 quantization", "",
+                  f"Calibrated ({q['method']}) on {q['calibration_images']} images; the accuracy budget "
+                  f"(top-1 drop <= {q['budget']['max_top1_drop']}, cosine >= {q['budget']['min_cosine']}) checked on "
+                  f"{q['held_back_images']} held-back images on {q['checked_on'] or 'no engine here'}.", ""]
+        if q["steps"]:
+            lines += ["| layers in float | top-1 drop | cosine min | budget |", "|---|---|---|---|"]
+            for st in q["steps"]:
+                c = st["check"]
+                drop = "-" if c["top1_drop"] is None else f"{c['top1_drop']:.3f}"
+                lines.append(f"| {len(st['float_nodes'])} | {drop} | {c['cosine_min']:.4f} | "
+                             f"{'held' if c['passed'] else 'missed'} |")
+        if q["fallback"]:
+            lines += ["", "Kept in float: " + ", ".join(f"`{n}`" for n in q["fallback"]) + "."]
+        if q["latency_ms"]:
+            lines += ["", f"Latency cost of the fallback: {q['latency_ms']['int8']:.2f} ms plain int8 -> "
+                          f"{q['latency_ms']['final']:.2f} ms."]
     b = manifest["benchmark"]
     lines += ["", "## Latency on the build machine", ""]
     if b:
@@ -420,7 +456,8 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     with staged_dir(out) as stage:
         result = convert(model, profile.engine, stage / MODEL_DIR, precision=profile.precision, shapes=shapes,
                          ranges=profile.ranges, images=image_list, spec=spec, engine_options=profile.engine_options,
-                         tolerance=tol, threads=threads, require_engine=False, progress=progress)
+                         tolerance=tol, threads=threads, require_engine=False, progress=progress,
+                         quantize=profile.quantize)
         (stage / MODEL_DIR / REFERENCE_FILE).unlink()  # the golden samples carry what the device needs
         (stage / MODEL_DIR / PARITY_FILE).unlink(missing_ok=True)  # it is in the manifest
 
@@ -457,6 +494,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             "source": {"model": model.name, "sha256": sha256_file(model), "nodes": result.nodes_before,
                        "nodes_optimized": result.nodes_after},
             "build_seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+            "quantization": result.quantization,
         }
         write_manifest(stage, manifest)
         latencies = None

@@ -1,6 +1,8 @@
 """ONNX Runtime: the parity reference for every other backend and the x86 fallback target.
 
-The artifact is the optimized ONNX file itself. Thread-safety: an OnnxRuntimeSession may be run
+The artifact is the optimized ONNX file itself: fp32 as is, fp16 with float16 weights and compute
+(inputs and outputs stay float32), int8 as a QDQ model from onnxruntime's static quantizer
+(`quantize_qdq`, which the TensorRT backend uses too). Thread-safety: an OnnxRuntimeSession may be run
 from several threads at once (onnxruntime's InferenceSession.run is thread-safe).
 The session side imports only onnxruntime and numpy; convert() pulls in the build side.
 """
@@ -15,6 +17,13 @@ from ..errors import BackendUnavailable, ConversionError, EdgeSDKError, ModelErr
 from .base import Artifact, ConvertOptions, TensorInfo
 
 MODEL_FILE = "model.onnx"
+
+# calib_method -> onnxruntime CalibrationMethod name. ACIQ clips outliers analytically; the nearest
+# onnxruntime has is the percentile calibrator.
+CALIBRATION_METHODS = {"kl": "Entropy", "minmax": "MinMax", "aciq": "Percentile"}
+# Quantizing Softmax gave all-zero outputs (probabilities far below the int8 step): kept in float always.
+NEVER_QUANTIZE = ("Softmax",)
+ENGINE_KEYS = ("reduce_range",)
 
 # onnxruntime's type strings -> numpy dtype names
 _ORT_DTYPES = {
@@ -120,9 +129,89 @@ def reference_session(onnx_path: str | Path, threads: int | None = None) -> Onnx
     return OnnxRuntimeSession(onnx_path, threads=threads)
 
 
+# ---------------------------------------------------------------------------- quantization (build side)
+
+def quantize_qdq(model: Path, out: Path, options: ConvertOptions, symmetric_activations: bool = False,
+                 reduce_range: bool = False) -> list[str]:
+    """onnxruntime's static quantizer in QDQ form: int8 weights per output channel, symmetric;
+    activations uint8 asymmetric (onnxruntime's choice for CPUs), or int8 symmetric for TensorRT.
+    `options.calibration` feeds the ranges, `options.exclude` (ONNX node names) and every Softmax
+    stay float. Returns the names of the nodes kept in float."""
+    from ..calibration import FeedReader
+    from ..model import load_model
+    from ..quantize import quiet_build_tools
+
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+    except ImportError:
+        raise BackendUnavailable("int8 needs onnxruntime's quantization tools: pip install onnxruntime") from None
+    if not options.calibration:
+        raise ConversionError(f"{model}: int8 needs calibration feeds (images through the target's preprocessing)")
+    if options.calib_method not in CALIBRATION_METHODS:
+        raise ConversionError(f"calib_method {options.calib_method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    proto = load_model(model)
+    names = {n.name for n in proto.graph.node}
+    unknown = [n for n in options.exclude if n not in names]
+    if unknown:
+        raise ConversionError(f"{model}: nodes to keep in float {unknown} are not in the model")
+    keep = list(dict.fromkeys([*options.exclude, *(n.name for n in proto.graph.node if n.op_type in NEVER_QUANTIZE)]))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = FeedReader(options.calibration)
+
+        def get_next(self):
+            return self.feeds.get_next()
+
+        def rewind(self):
+            self.feeds.rewind()
+
+        def __len__(self):
+            return len(self.feeds)
+
+    act = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    try:
+        with quiet_build_tools():
+            quantize_static(str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=reduce_range, activation_type=act, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=keep, calibrate_method=CalibrationMethod[CALIBRATION_METHODS[
+                                options.calib_method]],
+                            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
+    except Exception as e:
+        raise ConversionError(f"{model}: onnxruntime's quantizer failed: {_first_line(e)}") from e
+    return keep
+
+
+def to_fp16(model: Path, out: Path) -> None:
+    """float16 weights and compute; inputs and outputs stay float32 (keep_io_types), and ops without
+    float16 kernels stay float32 (onnxruntime's own block list)."""
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError:
+        raise BackendUnavailable("fp16 needs onnxruntime's float16 converter (onnxruntime.transformers)") from None
+    from ..model import load_model
+    from ..optimize import save_model_atomically
+
+    try:
+        half = convert_float_to_float16(load_model(model), keep_io_types=True)
+    except Exception as e:
+        raise ConversionError(f"{model}: float16 conversion failed: {_first_line(e)}") from e
+    save_model_atomically(half, out)
+
+
+def _engine_options(engine: dict) -> dict:
+    unknown = sorted(set(engine) - set(ENGINE_KEYS))
+    if unknown:
+        raise ConversionError(f"onnxruntime backend: unknown engine option(s) {unknown}; known: {list(ENGINE_KEYS)}")
+    if not isinstance(engine.get("reduce_range", False), bool):
+        raise ConversionError(f"onnxruntime backend: reduce_range must be true or false, got {engine['reduce_range']!r}")
+    return dict(engine)
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
-    precisions = ("fp32",)
+    precisions = ("fp32", "fp16", "int8")
 
     def available(self) -> str | None:
         try:
@@ -132,7 +221,9 @@ class OnnxRuntimeBackend:
         return None
 
     def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
-        """Copy the (optimized) ONNX as model.onnx; fixed shapes in `options` are applied by optimize()."""
+        """Copy the (optimized) ONNX as model.onnx, or its fp16 or int8 QDQ form; fixed shapes in
+        `options` are applied by optimize(). int8 on an x86 CPU without VNNI may saturate; the
+        engine option reduce_range = true quantizes weights to 7 bits there."""
         from ..model import dim_values, graph_inputs, infer_shapes, io_dicts, load_model
         from ..optimize import optimize, staged_dir
 
@@ -142,6 +233,7 @@ class OnnxRuntimeBackend:
                 f"onnxruntime backend: precision {options.precision!r} is not supported yet; "
                 f"supported: {', '.join(self.precisions)}")
         model, out_dir = Path(model), Path(out_dir)
+        engine = _engine_options(options.engine)
         proto = load_model(model)
         declared = {i.name: dim_values(i.type) for i in graph_inputs(proto)}
         # The pipeline hands over a model optimize() already fixed; only re-run it when shapes differ.
@@ -152,6 +244,16 @@ class OnnxRuntimeBackend:
                 proto = load_model(tmp / MODEL_FILE, check=False)
             else:
                 shutil.copyfile(model, tmp / MODEL_FILE)
+            meta = {}
+            if options.precision == "fp16":
+                to_fp16(tmp / MODEL_FILE, tmp / MODEL_FILE)
+            elif options.precision == "int8":
+                source = tmp / f".float-{MODEL_FILE}"
+                (tmp / MODEL_FILE).rename(source)
+                meta["float_nodes"] = quantize_qdq(source, tmp / MODEL_FILE, options,
+                                                   reduce_range=engine.get("reduce_range", False))
+                meta["calib_method"] = options.calib_method
+                source.unlink()
             artifact = Artifact(
                 backend=self.name,
                 precision=options.precision,
@@ -160,6 +262,7 @@ class OnnxRuntimeBackend:
                 inputs=[TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))],
                 # inferred: an output may be declared without a shape
                 outputs=[TensorInfo.from_dict(d) for d in io_dicts(infer_shapes(proto, source=model).graph.output)],
+                meta=meta,
             )
             artifact.save()
         artifact.root = out_dir
@@ -169,4 +272,5 @@ class OnnxRuntimeBackend:
         return OnnxRuntimeSession(artifact, threads=threads)
 
 
-__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "reference_session", "check_feeds", "MODEL_FILE"]
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession", "reference_session", "check_feeds", "MODEL_FILE",
+           "quantize_qdq", "to_fp16"]

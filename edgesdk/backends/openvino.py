@@ -21,7 +21,7 @@ HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Compute precision per stored precision, never left to the CPU plugin: where the CPU has AMX/
 # AVX512-BF16 it defaults to bf16, which on EfficientNet-Lite0 measured cosine 0.990 and top-1 0.92
 # against fp32. f16 is OpenVINO's own default on ARM, where fp16 artifacts are meant to run.
-DEFAULT_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16"}
+DEFAULT_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers left in float
 INFERENCE_PRECISIONS = ("f32", "f16", "bf16")
 # A profile's [engine_options] this backend takes; they travel in the artifact to the session.
 SESSION_OPTIONS = {"device": str, "hint": str, "inference_precision": str}
@@ -137,9 +137,66 @@ def _check_ranges(inputs: list[TensorInfo], ranges: dict, source: Path) -> None:
             raise ModelError(f"{source}: input {name!r}: range min {list(r.min)} must be >= 1 and <= max {list(r.max)}")
 
 
+def ignored_ops(ov_model, proto, nodes: list[str], source: Path) -> list[str]:
+    """OpenVINO op names for ONNX nodes to keep in float. convert_model names an op after its ONNX
+    node or, for some ops, after the node's output tensor, and splits some nodes in two: Conv with a
+    bias becomes '<name>/WithoutBiases' + '<name>', Gemm '<..>/WithoutBiases' + an Add named after
+    the output. Every op whose name is the node's or an output's, or starts with one plus '/', is taken."""
+    outputs = {n.name: list(n.output) for n in proto.graph.node}
+    missing = [n for n in nodes if n not in outputs]
+    if missing:
+        raise ConversionError(f"{source}: nodes to keep in float {missing} are not in the model")
+    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
+    found: list[str] = []
+    for node in nodes:
+        keys = [node, *outputs[node]]
+        hits = [n for n in names if any(n == k or n.startswith(k + "/") for k in keys)]
+        if not hits:
+            raise ConversionError(f"{source}: ONNX node {node!r} has no counterpart in the OpenVINO model")
+        found.extend(h for h in hits if h not in found)
+    return found
+
+
+def quantize_int8(ov_model, proto, options: ConvertOptions, source: Path):
+    """NNCF post-training quantization: int8 weights per channel and activations per tensor
+    (NNCF's performance preset), fast bias correction; ONNX nodes in options.exclude stay float.
+    calib_method "minmax" takes NNCF's min/max range estimator; "kl" and "aciq" its default, which
+    NNCF has no KL or ACIQ counterpart of."""
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    except ImportError:
+        raise BackendUnavailable("OpenVINO int8 needs NNCF: pip install 'edgesdk[openvino]'") from None
+    from ..quantize import quiet_build_tools
+
+    if not options.calibration:
+        raise ConversionError(f"{source}: int8 needs calibration feeds (images through the target's preprocessing)")
+    ignored = ignored_ops(ov_model, proto, options.exclude, source)
+    in_ports = list(ov_model.inputs)
+    data = [{i: feed[_port_onnx_name(port, feed)] for i, port in enumerate(in_ports)} for feed in options.calibration]
+    extra = {}
+    if options.calib_method == "minmax":
+        extra["advanced_parameters"] = AdvancedQuantizationParameters(
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    try:
+        with quiet_build_tools():
+            return nncf.quantize(ov_model, nncf.Dataset(data), subset_size=len(data),
+                                 ignored_scope=nncf.IgnoredScope(names=ignored), **extra)
+    except Exception as e:
+        raise ConversionError(f"{source}: NNCF quantization failed: {_first_line(e)}") from e
+
+
+def _port_onnx_name(port, feed: dict) -> str:
+    for name in port.get_names():
+        if name in feed:
+            return name
+    raise ConversionError(f"calibration feeds have {sorted(feed)}; the model input is {sorted(port.get_names())}")
+
+
 class OpenVINOBackend:
     name = "openvino"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def available(self) -> str | None:
         try:
@@ -150,7 +207,8 @@ class OpenVINOBackend:
 
     def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
         """ONNX -> IR. `options.shapes` fixes inputs, `options.ranges` bounds their dynamic dims;
-        others stay dynamic. fp16 stores fp16 weights (compress_to_fp16); the CPU computes in fp32."""
+        others stay dynamic. fp16 stores fp16 weights (compress_to_fp16); the CPU computes in fp32.
+        int8 quantizes the IR with NNCF on `options.calibration` (see quantize_int8)."""
         from ..model import fix_input_shapes, graph_inputs, io_dicts, load_model
         from ..optimize import staged_dir
 
@@ -205,8 +263,13 @@ class OpenVINOBackend:
                 out.append(TensorInfo(t.name, dims, t.dtype))
             return out
 
+        meta = {}
+        if options.precision == "int8":
+            ov_model = quantize_int8(ov_model, proto, options, model)
+            meta = {"float_nodes": list(options.exclude), "calib_method": options.calib_method}
         with staged_dir(out_dir) as tmp:
             try:
+                # int8 keeps its float layers in fp32: they are there because int8 lost accuracy
                 ov.save_model(ov_model, str(tmp / XML_FILE), compress_to_fp16=(options.precision == "fp16"))
             except Exception as e:
                 raise ConversionError(f"{model}: OpenVINO save_model failed: {_first_line(e)}") from None
@@ -217,7 +280,7 @@ class OpenVINOBackend:
                 files=[XML_FILE, BIN_FILE],
                 inputs=sized(inputs, in_ports),
                 outputs=sized(outputs, out_ports),
-                meta={"openvino": ov.get_version(), "tensor_names": renamed, "session": session},
+                meta={"openvino": ov.get_version(), "tensor_names": renamed, "session": session, **meta},
             )
             artifact.save()
         artifact.root = out_dir

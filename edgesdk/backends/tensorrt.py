@@ -760,10 +760,10 @@ class TensorRTBackend:
         bad_io = _plain_tensor_types(inputs + outputs)
         if bad_io:
             raise UnsupportedOpError("tensorrt", bad_io, f"{model}: TensorRT I/O must be plain numeric tensors")
-        if options.precision == "int8" and not has_qdq(proto):
+        if options.precision == "int8" and not has_qdq(proto) and not options.calibration:
             raise ConversionError(
                 f"{model}: int8 for TensorRT needs a quantized (Q/DQ) ONNX with QuantizeLinear/DequantizeLinear "
-                "nodes, and this model has none; quantize it first, or build fp16")
+                "nodes, and this model has none; give calibration images to quantize it, or build fp16")
         if any(t.data_location == 1 for t in proto.graph.initializer):  # TensorProto.EXTERNAL
             raise ConversionError(f"{model}: weights in external data files are not supported by this backend yet")
         config = BuildConfig(
@@ -780,21 +780,36 @@ class TensorRTBackend:
 
         model, out_dir = Path(model), Path(out_dir)
         options = options or ConvertOptions()
-        config, inputs, outputs = self._prepare(model, options)
-        with staged_dir(out_dir) as tmp:
-            files = write_build_files(tmp, model, config)
-            artifact = Artifact(
-                backend=self.name,
-                precision=options.precision,
-                root=tmp,
-                files=files,
-                inputs=inputs,
-                outputs=outputs,
-                meta={"build": BUILD_FILE, "trtexec": trtexec_command(config)},
-            )
-            artifact.save()
+        with tempfile.TemporaryDirectory(prefix="edgesdk-trt-") as work:
+            meta = {}
+            if options.precision == "int8":
+                model, meta = self._quantize(model, Path(work) / MODEL_FILE, options)
+            config, inputs, outputs = self._prepare(model, options)
+            with staged_dir(out_dir) as tmp:
+                files = write_build_files(tmp, model, config)
+                artifact = Artifact(
+                    backend=self.name,
+                    precision=options.precision,
+                    root=tmp,
+                    files=files,
+                    inputs=inputs,
+                    outputs=outputs,
+                    meta={"build": BUILD_FILE, "trtexec": trtexec_command(config), **meta},
+                )
+                artifact.save()
         artifact.root = out_dir
         return artifact
+
+    def _quantize(self, model: Path, out: Path, options: ConvertOptions) -> tuple[Path, dict]:
+        """QDQ ONNX from onnxruntime's quantizer with TensorRT's int8 scheme: symmetric int8 weights
+        per channel and symmetric int8 activations. A model that already has Q/DQ nodes is kept as is."""
+        from ..model import load_model
+        from .onnxruntime import quantize_qdq
+
+        if has_qdq(load_model(model)) or not options.calibration:  # without either, _prepare says what is missing
+            return model, {"qdq_onnx": MODEL_FILE}
+        float_nodes = quantize_qdq(model, out, options, symmetric_activations=True)
+        return out, {"qdq_onnx": MODEL_FILE, "float_nodes": float_nodes, "calib_method": options.calib_method}
 
     def open(self, artifact: Artifact, threads: int | None = None) -> TensorRTSession:
         reason = self.available()
