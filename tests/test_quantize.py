@@ -1,0 +1,224 @@
+"""int8 on real engines: OpenVINO (NNCF), onnxruntime and TensorRT (QDQ), the accuracy budget and its
+fallback, fp16 for onnxruntime. EfficientNet-Lite0 on real photos; calibration and evaluation images
+are disjoint (tools.models.calibration_images / eval_images)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgesdk
+from edgesdk.backends import registry
+from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
+from edgesdk.backends.onnxruntime import reference_session
+from edgesdk.calibration import calibration_feeds
+from edgesdk.errors import ConversionError, ParityError
+from edgesdk.optimize import optimize
+from edgesdk.package import convert
+from edgesdk.preprocess import PreprocessSpec
+from edgesdk.quantize import Budget, QuantizeSettings, check_budget, layer_sensitivity
+from edgesdk.validate import cosine
+
+pytestmark = pytest.mark.slow
+IMAGES = TensorInfo("images", (1, 3, 224, 224), "float32")
+
+
+@pytest.fixture(scope="module")
+def opt_onnx(tmp_path_factory, effnet_onnx):
+    return optimize(effnet_onnx, tmp_path_factory.mktemp("opt") / "effnet.onnx").path
+
+
+@pytest.fixture(scope="module")
+def spec(effnet_preprocess):
+    return PreprocessSpec(**effnet_preprocess)
+
+
+@pytest.fixture(scope="module")
+def calib_feeds(calib_images, spec):
+    return calibration_feeds(calib_images, [IMAGES], spec)
+
+
+@pytest.fixture(scope="module")
+def eval_pairs(eval_images, spec, opt_onnx):
+    feeds = calibration_feeds(eval_images, [IMAGES], spec)
+    with reference_session(opt_onnx) as ref:
+        return feeds, [ref.run(f) for f in feeds]
+
+
+def run_all(session, feeds):
+    with session:
+        return [session.run(f) for f in feeds]
+
+
+def agreement(refs, gots):
+    """top-1 agreement, and whether each image's fp32 top-1 is in int8's top-5 and vice versa."""
+    r = np.concatenate([x["logits"] for x in refs])
+    g = np.concatenate([x["logits"] for x in gots])
+    top1 = float(np.mean(r.argmax(1) == g.argmax(1)))
+    top5 = [a.argmax() in np.argsort(-b)[:5] and b.argmax() in np.argsort(-a)[:5] for a, b in zip(r, g)]
+    return top1, top5, [cosine(a, b) for a, b in zip(r, g)]
+
+
+# ---------------------------------------------------------------------------- OpenVINO, end to end
+
+@pytest.fixture(scope="module")
+def ov_bundle(tmp_path_factory, effnet_onnx, calib_images):
+    """`edgesdk package --target x86-openvino-int8 --calib DIR`, DIR holding only calibration photos."""
+    root = tmp_path_factory.mktemp("ov-int8")
+    calib_dir = root / "calib"
+    calib_dir.mkdir()
+    for p in calib_images:
+        (calib_dir / p.name).symlink_to(p)
+    out = root / "bundle"
+    r = subprocess.run([sys.executable, "-m", "edgesdk", "package", str(effnet_onnx), "--target", "x86-openvino-int8",
+                        "--calib", str(calib_dir), "--out", str(out), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout)
+
+
+def test_openvino_int8_bundle_loads_and_checks(ov_bundle, real_images):
+    out, printed = ov_bundle
+    assert printed["precision"] == "int8" and printed["backend"] == "openvino"
+    with edgesdk.load(out) as m:
+        report = m.check()
+        assert report.passed, report.summary()
+        top = m(edgesdk.preprocess.__globals__["read_image"](real_images["skimage_coffee"]))["topk"][0]
+        assert "espresso" in top["label"]
+
+
+def test_budget_missed_by_plain_int8_triggers_fallback_then_holds(ov_bundle):
+    q = json.loads((ov_bundle[0] / "manifest.json").read_text())["quantization"]
+    assert q["budget"]["max_top1_drop"] == 0.01 and q["held_back_images"] >= 10
+    assert not q["steps"][0]["check"]["passed"] and q["steps"][0]["float_nodes"] == []
+    assert q["steps"][-1]["check"]["passed"] and q["fallback"] == q["steps"][-1]["float_nodes"]
+    assert 1 <= len(q["fallback"]) <= 12 and q["latency_ms"]["int8"] > 0 and q["latency_ms"]["final"] > 0
+    assert "INT8 quantization" in (ov_bundle[0] / "report.md").read_text()
+
+
+def test_openvino_int8_on_unseen_photos(ov_bundle, eval_pairs, opt_onnx, tmp_path):
+    feeds, refs = eval_pairs
+    be = registry.get("openvino")
+    art = Artifact.load(ov_bundle[0] / "model")
+    top1, top5, cos = agreement(refs, run_all(be.open(art), feeds))
+    print(f"\nOpenVINO int8 on {len(feeds)} unseen photos: top-1 agreement {top1:.3f}, top-5 both ways "
+          f"{sum(top5)}/{len(top5)}, cosine min {min(cos):.4f} mean {np.mean(cos):.4f}")
+    # Measured: 0.92-0.94 (most of these photos are chessboards, text and textures where fp32's first
+    # two classes are within 1 %: image noise of any kind swaps them).
+    assert top1 >= 0.9 and sum(top5) >= len(top5) - 2 and np.mean(cos) >= 0.985
+    fp32 = be.convert(opt_onnx, tmp_path / "fp32", ConvertOptions())
+    ratio = art.path("model.bin").stat().st_size / fp32.path("model.bin").stat().st_size
+    print(f"model.bin int8/fp32 = {ratio:.3f}")
+    assert ratio <= 0.3
+
+
+def test_unreachable_budget_fails_and_writes_nothing(tmp_path, effnet_onnx, calib_images, effnet_preprocess):
+    out = tmp_path / "never"
+    settings = QuantizeSettings(calib_images=24, budget=Budget(max_top1_drop=0.0, min_cosine=0.99999), max_fallback=2)
+    with pytest.raises(ParityError, match=r"misses the accuracy budget .* best reached .*cosine min 0\.9"):
+        convert(effnet_onnx, "openvino", out, precision="int8", images=calib_images[:30],
+                spec=PreprocessSpec(**effnet_preprocess), quantize=settings)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_sensitivity_finds_the_first_depthwise_convolution(opt_onnx, calib_feeds, eval_pairs):
+    ranking = layer_sensitivity(opt_onnx, calib_feeds, eval_pairs[0][:4])
+    names = [n for n, _ in ranking]
+    assert names[0] == "/_blocks.0/_depthwise_conv/Conv_output_0"
+    assert ranking[0][1] > 3 * ranking[2][1] > 0  # one layer stands out
+    assert len(names) == len(set(names)) >= 50
+
+
+def test_openvino_exclude_names_must_exist(opt_onnx, calib_feeds, tmp_path):
+    with pytest.raises(ConversionError, match="nope"):
+        registry.get("openvino").convert(opt_onnx, tmp_path / "x", ConvertOptions(
+            precision="int8", calibration=calib_feeds[:2], exclude=["nope"]))
+    with pytest.raises(ConversionError, match="calibration"):
+        registry.get("openvino").convert(opt_onnx, tmp_path / "x", ConvertOptions(precision="int8"))
+
+
+# ---------------------------------------------------------------------------- onnxruntime and TensorRT (QDQ)
+
+def _qdq_census(path):
+    import onnx
+
+    m = onnx.load(str(path))
+    ops = [n.op_type for n in m.graph.node]
+    return m, ops
+
+
+def test_onnxruntime_int8_qdq_parity(tmp_path, effnet_onnx, calib_images, effnet_preprocess, eval_pairs):
+    r = convert(effnet_onnx, "onnxruntime", tmp_path / "ort", precision="int8", images=calib_images,
+                spec=PreprocessSpec(**effnet_preprocess),
+                quantize=QuantizeSettings(method="minmax", budget=Budget(max_top1_drop=0.01)))
+    print(f"\nonnxruntime int8: {r.parity.summary()}\n{json.dumps(r.quantization['steps'])}")
+    # Measured: cosine 0.992 on every parity sample (the int8 tolerance's 0.99); top-1 7 of 8, the
+    # eighth a photo whose first two fp32 classes are nearly tied. The budget gate held (top-1 on held-back).
+    assert r.parity.cosine_min >= 0.99 and r.parity.top1_agreement >= 0.875, r.parity.summary()
+    m, ops = _qdq_census(r.artifact.path("model.onnx"))
+    assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 50
+    q = r.quantization
+    assert q["steps"][-1]["check"]["passed"] and r.artifact.meta["float_nodes"] == q["fallback"]
+    feeds, refs = eval_pairs
+    top1, top5, cos = agreement(refs, run_all(registry.get("onnxruntime").open(r.artifact), feeds))
+    print(f"onnxruntime int8 on {len(feeds)} unseen photos: top-1 {top1:.3f}, cosine mean {np.mean(cos):.4f}")
+    assert top1 >= 0.86 and np.mean(cos) >= 0.985
+
+
+def test_onnxruntime_keeps_softmax_float(tmp_path, calib_feeds):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((10, 3, 3, 3)).astype(np.float32) * 0.1, "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["c"], name="conv", strides=[4, 4]),
+         helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+         helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+         helper.make_node("Softmax", ["f"], ["prob"], name="softmax", axis=1)],
+        "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 10])], [w])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    art = registry.get("onnxruntime").convert(path, tmp_path / "q", ConvertOptions(
+        precision="int8", calibration=calib_feeds[:8], calib_method="minmax"))
+    assert "softmax" in art.meta["float_nodes"]
+    m, _ = _qdq_census(art.path("model.onnx"))
+    softmax = next(n for n in m.graph.node if n.op_type == "Softmax")
+    producers = {o: n.op_type for n in m.graph.node for o in n.output}
+    assert producers[softmax.input[0]] != "DequantizeLinear"
+    with reference_session(path) as ref, registry.get("onnxruntime").open(art) as s:
+        for f in calib_feeds[8:12]:
+            a, b = ref.run(f)["prob"], s.run(f)["prob"]
+            assert b.sum() == pytest.approx(1.0, abs=1e-4) and cosine(a, b) > 0.99
+
+
+def test_tensorrt_int8_is_symmetric_qdq_validated_in_onnxruntime(tmp_path, opt_onnx, calib_feeds, eval_pairs):
+    import onnx
+    from onnx import numpy_helper
+
+    art = registry.get("tensorrt").convert(opt_onnx, tmp_path / "trt", ConvertOptions(
+        precision="int8", calibration=calib_feeds, calib_method="minmax"))
+    assert art.meta["qdq_onnx"] == "model.onnx"
+    build = json.loads(art.path("build.json").read_text())
+    assert build["flags"] == ["int8", "fp16"] and "--int8" in art.path("trtexec.sh").read_text()
+    m = onnx.load(str(art.path("model.onnx")))
+    inits = {i.name: i for i in m.graph.initializer}
+    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+    feeds, refs = eval_pairs
+    top1, top5, cos = agreement(refs, run_all(reference_session(art.path("model.onnx")), feeds))
+    print(f"\nTensorRT int8 QDQ on onnxruntime, {len(feeds)} unseen photos: top-1 {top1:.3f}, "
+          f"cosine min {min(cos):.4f} mean {np.mean(cos):.4f}")
+    assert top1 >= 0.86 and np.mean(cos) >= 0.98
+
+
+def test_onnxruntime_fp16(tmp_path, effnet_onnx, calib_images, effnet_preprocess):
+    r = convert(effnet_onnx, "onnxruntime", tmp_path / "fp16", precision="fp16", images=calib_images[:8],
+                spec=PreprocessSpec(**effnet_preprocess))
+    assert r.parity.passed and r.parity.top1_agreement == 1.0, r.parity.summary()
+    m, ops = _qdq_census(r.artifact.path("model.onnx"))
+    assert any(i.data_type == 10 for i in m.graph.initializer)  # FLOAT16 weights
+    assert r.artifact.inputs[0].dtype == "float32" and r.artifact.outputs[0].dtype == "float32"
+    assert r.artifact.path("model.onnx").stat().st_size < 0.6 * effnet_onnx.stat().st_size
