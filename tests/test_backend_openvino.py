@@ -173,7 +173,8 @@ def test_fixed_shape_and_bounded_range(ppocr_det_onnx, text_image, tmp_path):
     ({"shapes": {"x": (1, 3, 320)}}, ModelError, ["rank 4", "[1, 3, 320]"]),
     ({"shapes": {"x": (1, 1, 320, 320)}}, ModelError, ["fixed at", "[1, 1, 320, 320]"]),
     ({"ranges": {"x": ShapeRange((1, 3, 32), (1, 3, 64), (1, 3, 96))}}, ModelError, ["rank 4", "min [1, 3, 32]"]),
-    ({"precision": "int8"}, ConversionError, ["precision 'int8' is not supported yet"]),
+    ({"precision": "int8"}, ConversionError, ["int8 needs calibration feeds"]),
+    ({"precision": "fp8"}, ConversionError, ["precision 'fp8' is not supported"]),
 ])
 def test_convert_errors(ppocr_det_onnx, tmp_path, options, error, needles):
     with pytest.raises(error) as e:
