@@ -287,6 +287,7 @@ PYBIND11_MODULE(_native, m) {
     d["runtime_isa"] = edgesdk::runtime_isa();
     d["kernels"] = edgesdk::active_kernels();
     d["engines"] = edgesdk::engines();
+    d["ncnn"] = edgesdk::ncnn_build();
 #if defined(__VERSION__)
     d["compiler"] = __VERSION__;
 #endif

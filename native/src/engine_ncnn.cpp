@@ -336,6 +336,33 @@ std::shared_ptr<const EngineModel> open_ncnn(const NcnnConfig& config) {
   return std::make_shared<NcnnModel>(config);
 }
 
+std::string ncnn_build() {
+  std::string isa;
+  auto add = [&](bool on, const char* name) {
+    if (on) isa += (isa.empty() ? "" : " ") + std::string(name);
+  };
+#if defined(__x86_64__) || defined(__i386__)
+  add(NCNN_AVX, "avx");
+  add(NCNN_FMA, "fma");
+  add(NCNN_F16C, "f16c");
+  add(NCNN_AVX2, "avx2");
+  add(NCNN_AVXVNNI, "avxvnni");
+  add(NCNN_AVX512, "avx512");
+  add(NCNN_AVX512VNNI, "avx512vnni");
+  add(NCNN_AVX512BF16, "avx512bf16");
+  add(NCNN_AVX512FP16, "avx512fp16");
+#elif defined(__aarch64__) || defined(__arm__)
+  add(true, "neon");
+#if defined(__aarch64__)
+  add(NCNN_ARM82, "arm82");
+  add(NCNN_ARM82DOT, "arm82dot");
+  add(NCNN_ARM84BF16, "arm84bf16");
+  add(NCNN_ARM84I8MM, "arm84i8mm");
+#endif
+#endif
+  return std::string(NCNN_VERSION_STRING) + " (" + isa + ")";
+}
+
 }  // namespace edgesdk
 
 #else  // built without ncnn
@@ -344,6 +371,7 @@ namespace edgesdk {
 std::shared_ptr<const EngineModel> open_ncnn(const NcnnConfig&) {
   throw EngineUnavailable("this edgesdk native library was built without ncnn (EDGESDK_WITH_NCNN; see tools/build_ncnn.sh)");
 }
+std::string ncnn_build() { return ""; }
 }  // namespace edgesdk
 
 #endif

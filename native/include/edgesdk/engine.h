@@ -137,6 +137,10 @@ struct NcnnConfig {
 // Throws EngineUnavailable when this library was built without ncnn, EngineError for bad files.
 std::shared_ptr<const EngineModel> open_ncnn(const NcnnConfig& config);
 
+// The ncnn linked in: version and the kernel sets compiled into it, e.g. "1.0.20261121 (avx fma
+// f16c avx2)" (ncnn picks among them at run time); empty when built without ncnn.
+std::string ncnn_build();
+
 // ---- OpenVINO: model.xml + model.bin, compiled for a device with string properties
 // (PERFORMANCE_HINT, INFERENCE_PRECISION_HINT, INFERENCE_NUM_THREADS, NUM_STREAMS, ...).
 
