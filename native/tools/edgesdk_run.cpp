@@ -34,7 +34,7 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #define STBI_NO_STDIO_TEXT
-#include <stb/stb_image.h>
+#include <stb_image.h>
 #endif
 
 namespace {

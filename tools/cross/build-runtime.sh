@@ -23,6 +23,6 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN" -DCMAK
   -Dncnn_DIR="$NCNN/lib/cmake/ncnn" -DCMAKE_INSTALL_PREFIX="$BUILD/install" >"$BUILD.configure.log" 2>&1 \
   || { tail -30 "$BUILD.configure.log" >&2; exit 1; }
 cmake --build "$BUILD" -j"$(nproc)" >"$BUILD.build.log" 2>&1 || { grep -E "error|Error" -A3 "$BUILD.build.log" | head -40 >&2; exit 1; }
-cmake --install "$BUILD" >/dev/null
+cmake --install "$BUILD" --strip >/dev/null
 echo "runtime for $ARCH: $BUILD ($(elapsed "$t0"))" >&2
 echo "$BUILD"
