@@ -40,7 +40,10 @@ case "$ARCH" in
 esac
 [ -n "$TOOLCHAIN" ] && OPTS+=(-DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN")
 
-KEY="$(printf '%s\n' "${OPTS[@]}" "$(basename "${TOOLCHAIN:-native}")" | sha256sum | cut -c1-12)"
+# A cross build's key also covers the toolchain file's contents: its flags (armv7's -mfpu) shape the build.
+KEY_INPUT=("${OPTS[@]}" "$(basename "${TOOLCHAIN:-native}")")
+[ -n "$TOOLCHAIN" ] && KEY_INPUT+=("$(sha256sum <"$TOOLCHAIN")")
+KEY="$(printf '%s\n' "${KEY_INPUT[@]}" | sha256sum | cut -c1-12)"
 CACHE="${EDGESDK_CACHE:-$HOME/.cache/edgesdk}"
 PREFIX="$CACHE/ncnn/$NCNN_VERSION-$ARCH-$KEY"
 if [ -f "$PREFIX/.complete" ]; then
