@@ -125,17 +125,21 @@ def latency(fns: dict, frames, rounds: int, iters: int) -> dict:
     return {name: statistics.median(v) for name, v in got.items()}
 
 
-def throughput(fns: dict, rounds: int) -> dict:
-    """name -> frames per second (median over interleaved rounds); each fn processes its frames."""
+def throughput(fns: dict, rounds: int) -> tuple[dict, dict]:
+    """(name -> frames per second, name -> process CPU ms per frame), medians over interleaved rounds;
+    each fn processes its frames and returns how many. CPU time per frame tells the work apart from
+    the share of the machine this process got (other load on the machine lowers fps, not CPU ms)."""
     for fn in fns.values():
         fn()
-    got = {name: [] for name in fns}
+    fps, cpu = {name: [] for name in fns}, {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             n = fn()
-            got[name].append(n / (time.perf_counter() - t))
-    return {name: statistics.median(v) for name, v in got.items()}
+            fps[name].append(n / (time.perf_counter() - t))
+            cpu[name].append((time.process_time() - c) * 1e3 / n)
+    return ({name: statistics.median(v) for name, v in fps.items()},
+            {name: statistics.median(v) for name, v in cpu.items()})
 
 
 def main() -> None:
@@ -155,7 +159,6 @@ def main() -> None:
     from edgesdk import _native
     from edgesdk.bench import cpu_name
     from edgesdk.preprocess import preprocess
-    from edgesdk.runtime import load
     from tools import models
 
     cores = os.cpu_count() or 1
@@ -191,7 +194,7 @@ def main() -> None:
     for engine in engines:
         anchor_of = ncnn_anchor if engine == "ncnn" else openvino_anchor
         for threads in sorted({1, cores}):
-            with load(bundles[engine], threads=threads) as model:
+            with edgesdk.load(bundles[engine], threads=threads) as model:
                 assert model.native, f"{engine}: the native engine is not built"
                 spec = model.spec
                 fns = {"anchor": anchor_of(cv2, bundles[engine], threads, labels), "ours": model,
@@ -201,13 +204,15 @@ def main() -> None:
                   f"{ms['anchor_pre']:>7.2f} {100 * ms['anchor_pre'] / ms['anchor']:>3.0f}%"
                   f"{ms['ours_pre']:>5.2f} {100 * ms['ours_pre'] / ms['ours']:>3.0f}%")
 
+    print(f"  (machine load average during P2: {os.getloadavg()[0]:.1f} on {cores} cores)")
     print(f"\nP3: throughput on {cores} cores, Model.stream(frames, workers=N) vs the best sequential loop")
     print(f"{'engine':<10}{'seq 1 thr':>11}{f'seq {cores} thr':>11}{'stream':>10}{'workers x thr':>15}{'ratio':>8}"
-          f"   goal >= 1.1")
+          f"   goal >= 1.1   (fps; CPU ms per frame: seq 1, seq {cores}, stream)")
     for engine in engines:
         n = args.stream_frames
         batch = [frames[k % len(frames)] for k in range(n)]
-        with load(bundles[engine], threads=1) as m1, load(bundles[engine], threads=cores) as mc:
+        with edgesdk.load(bundles[engine], threads=1) as m1, \
+                edgesdk.load(bundles[engine], threads=cores) as mc:
             def seq(m):
                 def run():
                     for f in batch:
@@ -220,11 +225,13 @@ def main() -> None:
                     return sum(1 for _ in m.stream(batch, workers=workers))
                 return run
 
-            fps = throughput({"seq1": seq(m1), "seqc": seq(mc), "stream": stream(mc, cores)}, args.rounds)
+            fps, cpu = throughput({"seq1": seq(m1), "seqc": seq(mc), "stream": stream(mc, cores)}, args.rounds)
         best = max(fps["seq1"], fps["seqc"])
         per = max(1, cores // cores)
         print(f"{engine:<10}{fps['seq1']:>11.1f}{fps['seqc']:>11.1f}{fps['stream']:>10.1f}"
-              f"{f'{cores} x {per}':>15}{fps['stream'] / best:>8.3f}")
+              f"{f'{cores} x {per}':>15}{fps['stream'] / best:>8.3f}"
+              f"{'':>17}{cpu['seq1']:.1f}, {cpu['seqc']:.1f}, {cpu['stream']:.1f}")
+    print(f"  (machine load average during P3: {os.getloadavg()[0]:.1f} on {cores} cores)")
 
 
 if __name__ == "__main__":

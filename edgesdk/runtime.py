@@ -86,7 +86,8 @@ class NativeSession:
         self.inputs = list(artifact.inputs)
         self.outputs = list(artifact.outputs)
         self.threads = threads
-        self._opener = _ncnn_opener(native, artifact) if artifact.backend == "ncnn" else _openvino_opener(native, artifact)
+        opener = _ncnn_opener if artifact.backend == "ncnn" else _openvino_opener
+        self._opener = opener(native, artifact)
         self._engines: dict[tuple[int, int], object] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -178,7 +179,8 @@ def _ncnn_opener(native, artifact: Artifact):
 
         inputs, outputs = blobs(artifact.inputs, "inputs"), blobs(artifact.outputs, "outputs")
     except (KeyError, TypeError) as e:
-        raise BundleError(f"{artifact.root}: ncnn artifact metadata lacks {e} (was it written by the ncnn backend?)") from None
+        raise BundleError(f"{artifact.root}: ncnn artifact metadata lacks {e} "
+                          "(was it written by the ncnn backend?)") from None
     fp16 = artifact.precision == "fp16"
     options = dict(param=param, bin=weights, inputs=inputs, outputs=outputs, fp16=fp16,
                    fp16_arithmetic=fp16 and bool(meta.get("fp16_arithmetic", False)),

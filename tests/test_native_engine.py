@@ -41,7 +41,8 @@ def bundles(tmp_path_factory, effnet_onnx, calib_images):
     for precision, cosine in (("fp32", 0.9999), ("fp16", 0.999)):
         toml = root / f"x86-ncnn-{precision}.toml"
         toml.write_text(X86_NCNN.format(precision=precision, cosine=cosine))
-        out[f"ncnn-{precision}"] = edgesdk.package(effnet_onnx, toml, root / f"ncnn-{precision}", calib=calib_images[:4]).out
+        out[f"ncnn-{precision}"] = edgesdk.package(effnet_onnx, toml, root / f"ncnn-{precision}",
+                                                   calib=calib_images[:4]).out
     out["openvino-fp32"] = edgesdk.package(effnet_onnx, "x86-openvino", root / "ov", calib=calib_images[:4]).out
     return out
 
