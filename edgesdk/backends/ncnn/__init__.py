@@ -13,7 +13,7 @@ from ..base import Artifact, ConvertOptions
 
 class NcnnBackend:
     name = "ncnn"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def available(self) -> str | None:
         if importlib.util.find_spec("ncnn") is None:

@@ -22,7 +22,7 @@ from ...model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, l
 from ...optimize import staged_dir
 from ..base import Artifact, ConvertOptions, TensorInfo
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 PARAM_FILE = "model.param"
 BIN_FILE = "model.bin"
 PNNX_TIMEOUT_S = 600
@@ -242,6 +242,11 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
         if t.dtype != "float32":
             raise ConversionError(f"input {t.name!r} is {t.dtype}; ncnn takes float32 inputs only")
     first, second = build_shapes(inputs, options)
+    in_infos = [TensorInfo(t.name, _merge_dims(t, s1, s2), t.dtype) for t, s1, s2 in zip(inputs, first, second)]
+    if options.precision == "int8":  # bad calibration data fails before pnnx runs
+        from .int8 import check_options
+
+        feeds = check_options(options.calibration, options.calib_method, options.exclude, in_infos)
 
     with tempfile.TemporaryDirectory(prefix="edgesdk-pnnx-") as tmp, staged_dir(out_dir) as stage:
         work = Path(tmp)
@@ -280,7 +285,12 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
             "pnnx_version": _pnnx_version(),
             **engine,
         }
-        in_infos = [TensorInfo(t.name, _merge_dims(t, s1, s2), t.dtype) for t, s1, s2 in zip(inputs, first, second)]
+        if options.precision == "int8":
+            # pnnx wrote fp32 (fp16=0): calibrate it with ncnn and rewrite the files as int8 in place
+            from .int8 import quantize
+
+            fp32 = Artifact("ncnn", "fp32", stage, [PARAM_FILE, BIN_FILE], in_infos, [], meta)
+            meta["int8"] = quantize(fp32, proto, feeds, options.calib_method, options.exclude)
 
         # Output shapes as ncnn really produces them at the build shape(s), checked against ONNX:
         # a wrong batch axis or a mangled reshape shows up here rather than as silent wrong output.

@@ -13,7 +13,7 @@ from ...errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
 from ..base import Artifact, TensorInfo
 from ..onnxruntime import check_feeds, check_threads
 
-SUPPORTED_PRECISIONS = ("fp32", "fp16")
+SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
 
 # Layers that only read their input blob and always write a new output. An ncnn.Mat over a numpy
 # buffer has no reference count: a layer that runs in place makes ncnn dereference that missing
@@ -90,6 +90,14 @@ class NcnnSession:
         for p in (param, weights):
             if not p.is_file():
                 raise ModelError(f"{p}: ncnn model file not found")
+        # ncnn reads weights without checking the file's length, so an int8 param beside a bin of another
+        # build would load and compute garbage: the writer recorded the exact size.
+        want = meta.get("int8", {}).get("bin_size") if artifact.precision == "int8" else None
+        if want is not None and weights.stat().st_size != want:
+            raise ModelError(
+                f"{weights}: {weights.stat().st_size} bytes where the int8 build wrote {want}; "
+                f"this weight file does not belong to {param.name}"
+            )
 
         ncnn = _import_ncnn()
         self._ncnn = ncnn
@@ -110,6 +118,8 @@ class NcnnSession:
         if meta.get("cpu_powersave"):  # process-wide in ncnn: the board's profile owns the process
             ncnn.set_cpu_powersave(int(meta["cpu_powersave"]))
         net.opt.use_bf16_storage = False
+        # int8 artifacts: quantized layers (param key 8) run ncnn's int8 kernels, the rest stays fp32.
+        net.opt.use_int8_inference = artifact.precision == "int8"
         if threads is not None:
             net.opt.num_threads = threads
         self.threads = net.opt.num_threads
@@ -174,6 +184,27 @@ class NcnnSession:
                     y = y.astype(info.dtype)
                 results[info.name] = y
         del mats, arrays
+        return results
+
+    def blobs(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        """ncnn blobs by name (any layer's output, not only the model's) for one sample, as float32 arrays
+        in ncnn's layout without the batch axis: what int8 calibration reads. Light mode is off, so a blob
+        extracted later does not free one still to be read."""
+        if self._net is None:
+            raise EdgeSDKError("this ncnn session is closed")
+        # ncnn-owned copies: nothing here depends on the caller's buffers staying alive.
+        mats = [self._ncnn.Mat(a).clone() for a in self._prepare(feeds)]
+        results: dict[str, np.ndarray] = {}
+        with self._net.create_extractor() as ex:
+            ex.set_light_mode(False)
+            for (info, blob, _), m in zip(self._in_blobs, mats):
+                if ex.input(blob, m) != 0:
+                    raise ModelError(f"ncnn rejected input {info.name!r} (blob {blob})")
+            for name in names:
+                rc, out = ex.extract(name)
+                if rc != 0:
+                    raise ModelError(f"{self.root}: ncnn could not compute blob {name!r} (code {rc})")
+                results[name] = np.array(out, dtype=np.float32, copy=True)
         return results
 
     def close(self) -> None:
