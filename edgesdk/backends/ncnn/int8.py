@@ -497,7 +497,7 @@ def check_options(feeds, method: str, exclude, inputs: list[TensorInfo]) -> list
         raise ConversionError(f"ncnn int8: exclude must be a list of ONNX node or ncnn layer names, got {exclude!r}")
     if feeds is None or (isinstance(feeds, (list, tuple)) and not feeds):
         raise ConversionError(
-            "ncnn int8 needs calibration data: ConvertOptions.calibration is empty; give a list of feed "
+            "ncnn int8 needs calibration feeds: ConvertOptions.calibration is empty; give a list of feed "
             "dicts (ONNX input name -> preprocessed array), e.g. ~100 real images through the target's preprocessing"
         )
     if not isinstance(feeds, (list, tuple)):
