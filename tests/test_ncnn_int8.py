@@ -130,6 +130,36 @@ def test_all_layers_int8_with_kl_requantizes_between_convs(backend, effnet_onnx,
     assert top5 >= 0.8 and cos_min >= 0.85
 
 
+@pytest.mark.slow
+def test_ppocr_rec_with_attention_layers_left_float(backend, ppocr_rec_onnx, ppocr_keys, calib_images, text_image,
+                                                    tmp_path):
+    """A second real model with layers beyond convolutions (MultiHeadAttention, LayerNorm, Gemm): their
+    weights pass through in fp32 at the right offsets (a layout slip fails the exact-size check)."""
+    from edgesdk import postprocess
+    from tools.models import read_bgr, to_input
+
+    spec = {"size": (320, 48), "resize": "stretch", "color": "bgr", "mean": (127.5,) * 3, "std": (127.5,) * 3,
+            "layout": "nchw"}
+    calib = [{"x": to_input(read_bgr(p), spec)} for p in calib_images[:16]]
+    art = backend.convert(ppocr_rec_onnx, tmp_path / "rec", ConvertOptions(
+        precision="int8", calibration=calib, calib_method="minmax", shapes={"x": (1, 3, 48, 320)}))
+    lines = param_lines(art)
+    quantized = [n for n, line in lines.items() if line.split()[0] in int8.QUANTIZABLE and " 8=" in line]
+    assert sorted(quantized) == sorted(art.meta["int8"]["layers"]) and len(quantized) >= 30
+    # their own int8 switch is param 18: never set, they run fp32
+    assert all(" 18=" not in line for line in lines.values() if line.split()[0] in ("MultiHeadAttention", "Gemm"))
+    title = np.ascontiguousarray(read_bgr(text_image)[4:36, :300])  # the page's heading line
+    feed = {"x": to_input(title, spec)}
+    with reference_session(ppocr_rec_onnx) as ref, NcnnSession(art) as s:
+        want, got = ref.run(feed), s.run(feed)
+    decode = postprocess.get("ppocr-rec", labels=ppocr_keys)
+    texts = [decode(out)["text"][0] for out in (want, got)]
+    cos = cosine(want["softmax_11.tmp_0"], got["softmax_11.tmp_0"])
+    print(f"\nPP-OCRv4 rec int8 on the page heading: {texts[1]!r} (fp32 {texts[0]!r}), cosine {cos:.4f}")
+    assert texts == ["Region-based segmentation"] * 2
+    assert cos >= 0.95
+
+
 # ------------------------------------------------------------------------------ the file format
 
 

@@ -59,7 +59,7 @@ _CONV_LIKE = {
     "Deconvolution3D": None, "DeconvolutionDepthWise3D": None,
 }
 # Layers with weights whose layout this writer does not reproduce.
-_UNSUPPORTED = ("DeformableConv2D", "RNN", "LSTM", "GRU", "MultiHeadAttention", "Quantize", "Dequantize", "Requantize")
+_UNSUPPORTED = ("DeformableConv2D", "Quantize", "Dequantize", "Requantize")
 
 
 # ---------------------------------------------------------------------------------------- param file
@@ -169,6 +169,23 @@ def weight_slots(layer: ParamLayer) -> list[tuple[str, int, int]]:
         c_size = {0: 1, 1: m, 2: m, 3: n * m, 4: n}.get(g(10))
         if g(6) and c_size is not None:
             slots.append(("C", c_size, 0))
+    elif t == "MultiHeadAttention":
+        if g(18):
+            raise ConversionError(f"ncnn int8: layer {layer.name!r} (MultiHeadAttention) is already quantized")
+        e = g(0)
+        q, k, v = g(2) // max(e, 1), g(3, e), g(4, e)
+        slots = [("q_weight", e * q, 0), ("q_bias", e, 1), ("k_weight", e * k, 0), ("k_bias", e, 1),
+                 ("v_weight", e * v, 0), ("v_bias", e, 1), ("out_weight", q * e, 0), ("out_bias", q, 1)]
+    elif t in ("RNN", "LSTM", "GRU"):
+        if g(8):
+            raise ConversionError(f"ncnn int8: layer {layer.name!r} ({t}) is already quantized")
+        n, dirs = g(0), 2 if g(2) == 2 else 1
+        hidden = g(3, n) if t == "LSTM" else n
+        gates, bias_rows = {"RNN": (1, 1), "LSTM": (4, 4), "GRU": (3, 4)}[t]
+        slots = [("weight_xc", g(1), 0), ("bias_c", hidden * bias_rows * dirs, 0),
+                 ("weight_hc", n * hidden * gates * dirs, 0)]
+        if t == "LSTM" and n != hidden:
+            slots.append(("weight_hr", hidden * n * dirs, 0))
     else:
         return []  # every other ncnn layer reads no weights
     term = g(8) if t in QUANTIZABLE else 0
@@ -559,7 +576,7 @@ def quantize(fp32: Artifact, proto, feeds: list[dict[str, np.ndarray]], method: 
     excluded = resolve_exclude(list(exclude), layers, onnx_map, onnx_nodes)
     targets = [
         (layer, slots) for layer, slots in zip(layers, weights)
-        if layer.type in QUANTIZABLE and "weight" in slots and len(layer.inputs) == 1 and layer.name not in excluded
+        if _int8_capable(layer, slots) and layer.name not in excluded
     ]
     # A Split hands its input on unchanged: calibrate the blob once, under its producer's name.
     source = _split_source(layers)
@@ -596,6 +613,17 @@ def quantize(fp32: Artifact, proto, feeds: list[dict[str, np.ndarray]], method: 
             for name, scale in scales.items()
         },
     }
+
+
+def _int8_capable(layer: ParamLayer, slots: dict[str, np.ndarray]) -> bool:
+    """A Convolution / ConvolutionDepthWise / InnerProduct with constant weights whose padding, if
+    any, is zeros: ncnn pads an int8 input with the raw pad value, unscaled."""
+    if layer.type not in QUANTIZABLE or "weight" not in slots or len(layer.inputs) != 1:
+        return False
+    try:
+        return layer.type == "InnerProduct" or float(layer.params.get(18, "0")) == 0.0
+    except ValueError:
+        return False
 
 
 def _quantize_layer(layer: ParamLayer, slots: dict[str, np.ndarray], blob: BlobStats, method: str,
