@@ -208,7 +208,7 @@ def test_session_import_pulls_in_no_build_side():
 
 def test_backend_protocol(backend):
     assert isinstance(backend, Backend)
-    assert backend.name == "ncnn" and backend.precisions == ("fp32", "fp16")
+    assert backend.name == "ncnn" and backend.precisions == ("fp32", "fp16", "int8")
     assert backend.available() is None
 
 
