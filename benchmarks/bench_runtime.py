@@ -14,10 +14,11 @@ P3 (throughput on all cores): Model.stream(frames, workers=N) against the best s
 Model(frame) calls (engine threads 1 or all cores, whichever is faster here); ratio = stream fps /
 best sequential fps (higher is better).
 
-Frames are real photos scaled to 1280x720 (a camera frame). Both ncnn builds (ours, linked into
-edgesdk._native, and the ncnn wheel) and OpenVINO's CPU plugin use OpenMP/TBB worker threads: with
-other load on the machine, libgomp's spinning workers starve each other, so the benchmark sets
-OMP_WAIT_POLICY (default PASSIVE) for every engine in the process before any engine loads.
+Frames are real photos scaled to 1280x720 (a camera frame). Timings mean little beside other load:
+the CPU time other processes took during each part is printed. Both ncnn builds (ours, linked into
+edgesdk._native, and the ncnn wheel) use libgomp; its waiting policy (--omp-wait, set for every
+engine in the process before any loads) matters: libgomp's default spins briefly, then sleeps;
+PASSIVE sleeps at once (steadier beside other load, slower multi-threaded runs on an idle machine).
 """
 from __future__ import annotations
 
@@ -103,6 +104,36 @@ def openvino_anchor(cv2, bundle: Path, threads: int, labels):
     return run
 
 
+class OtherLoad:
+    """Cores' worth of CPU other processes used while the block ran (Linux /proc/stat; None elsewhere):
+    timings taken beside other load say little about the engines."""
+
+    def __enter__(self):
+        self.busy, self.cpu, self.wall = self._busy(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        busy = self._busy()
+        if busy is None or self.busy is None:
+            self.cores = None
+            return
+        hz = os.sysconf("SC_CLK_TCK")
+        ours = time.process_time() - self.cpu
+        self.cores = max(0.0, ((busy - self.busy) / hz - ours) / (time.perf_counter() - self.wall))
+
+    @staticmethod
+    def _busy():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(v) - v[3] - v[4]  # all but idle and iowait
+
+    def __str__(self):
+        return "n/a" if self.cores is None else f"{self.cores:.2f} cores"
+
+
 def median_ms(fn, frames, iters):
     times = []
     for k in range(iters):
@@ -147,28 +178,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20, help="frames per latency round")
     ap.add_argument("--stream-frames", type=int, default=48, help="frames per throughput round")
-    ap.add_argument("--omp-wait", choices=("passive", "active"), default="passive")
+    ap.add_argument("--omp-wait", choices=("default", "passive", "active"), default="default")
     ap.add_argument("--engines", default="ncnn,openvino")
+    ap.add_argument("--parts", default="p2,p3", help="which measurements: p2, p3 or both")
     ap.add_argument("--work", type=Path, help="keep the bundles here (default: a temporary directory)")
     args = ap.parse_args()
-    os.environ["OMP_WAIT_POLICY"] = args.omp_wait.upper()  # before any OpenMP runtime loads
+    if args.omp_wait != "default":
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait.upper()  # before any OpenMP runtime loads
 
     import cv2
+    import ncnn
+    import openvino
 
     import edgesdk
     from edgesdk import _native
     from edgesdk.bench import cpu_name
-    from edgesdk.preprocess import preprocess
     from tools import models
 
     cores = os.cpu_count() or 1
     engines = [e for e in args.engines.split(",") if e]
-    import ncnn
-    import openvino
-
     info = _native.build_info()
     print(f"# {cpu_name()}, {cores} cores; edgesdk {edgesdk.__version__}; OMP_WAIT_POLICY="
-          f"{os.environ['OMP_WAIT_POLICY']}\n# native engines {info['engines']}: ncnn {info['ncnn'] or '-'}; "
+          f"{os.environ.get('OMP_WAIT_POLICY', '(libgomp default)')}\n# native engines {info['engines']}: ncnn {info['ncnn'] or '-'}; "
           f"anchors: ncnn wheel {ncnn.__version__}, openvino {openvino.get_version()}")
     frames = frames_720p(cv2, 8)
     labels = models.imagenet_labels()
@@ -188,26 +219,45 @@ def main() -> None:
             edgesdk.package(onnx, target, out, calib=models.calibration_images(4))
         bundles[engine] = out
 
+    parts = set(args.parts.split(","))
+    if "p2" in parts:
+        p2(args, engines, bundles, frames, labels, cores, cv2)
+    if "p3" in parts:
+        p3(args, engines, bundles, frames, cores)
+
+
+def p2(args, engines, bundles, frames, labels, cores, cv2) -> None:
+    import edgesdk
+    from edgesdk.preprocess import preprocess
+
     print("P2: latency, edgesdk.load(bundle)(frame) vs the engine's Python API + OpenCV preprocessing")
     print(f"{'engine':<10}{'threads':>8}{'anchor ms':>11}{'ours ms':>10}{'ratio':>8}{'anchor pre':>12}"
           f"{'ours pre':>10}   goal <= 1.0")
-    for engine in engines:
-        anchor_of = ncnn_anchor if engine == "ncnn" else openvino_anchor
-        for threads in sorted({1, cores}):
-            with edgesdk.load(bundles[engine], threads=threads) as model:
-                assert model.native, f"{engine}: the native engine is not built"
-                spec = model.spec
-                fns = {"anchor": anchor_of(cv2, bundles[engine], threads, labels), "ours": model,
-                       "anchor_pre": lambda f: blob(cv2, f), "ours_pre": lambda f: preprocess(f, spec)}
-                ms = latency(fns, frames, args.rounds, args.iters)
-            print(f"{engine:<10}{threads:>8}{ms['anchor']:>11.2f}{ms['ours']:>10.2f}{ms['ours'] / ms['anchor']:>8.3f}"
-                  f"{ms['anchor_pre']:>7.2f} {100 * ms['anchor_pre'] / ms['anchor']:>3.0f}%"
-                  f"{ms['ours_pre']:>5.2f} {100 * ms['ours_pre'] / ms['ours']:>3.0f}%")
+    with OtherLoad() as other:
+        for engine in engines:
+            anchor_of = ncnn_anchor if engine == "ncnn" else openvino_anchor
+            for threads in sorted({1, cores}):
+                with edgesdk.load(bundles[engine], threads=threads) as model:
+                    assert model.native, f"{engine}: the native engine is not built"
+                    spec = model.spec
+                    fns = {"anchor": anchor_of(cv2, bundles[engine], threads, labels), "ours": model,
+                           "anchor_pre": lambda f: blob(cv2, f), "ours_pre": lambda f: preprocess(f, spec)}
+                    ms = latency(fns, frames, args.rounds, args.iters)
+                print(f"{engine:<10}{threads:>8}{ms['anchor']:>11.2f}{ms['ours']:>10.2f}"
+                      f"{ms['ours'] / ms['anchor']:>8.3f}{ms['anchor_pre']:>7.2f} "
+                      f"{100 * ms['anchor_pre'] / ms['anchor']:>3.0f}%{ms['ours_pre']:>5.2f} "
+                      f"{100 * ms['ours_pre'] / ms['ours']:>3.0f}%")
+    print(f"  (other processes used {other} on average during P2)\n")
 
-    print(f"  (machine load average during P2: {os.getloadavg()[0]:.1f} on {cores} cores)")
-    print(f"\nP3: throughput on {cores} cores, Model.stream(frames, workers=N) vs the best sequential loop")
+
+def p3(args, engines, bundles, frames, cores) -> None:
+    import edgesdk
+
+    print(f"P3: throughput on {cores} cores, Model.stream(frames, workers=N) vs the best sequential loop")
     print(f"{'engine':<10}{'seq 1 thr':>11}{f'seq {cores} thr':>11}{'stream':>10}{'workers x thr':>15}{'ratio':>8}"
           f"   goal >= 1.1   (fps; CPU ms per frame: seq 1, seq {cores}, stream)")
+    workers = cores  # the benchmark profile's threads, one engine thread per worker
+    other = OtherLoad().__enter__()
     for engine in engines:
         n = args.stream_frames
         batch = [frames[k % len(frames)] for k in range(n)]
@@ -225,13 +275,13 @@ def main() -> None:
                     return sum(1 for _ in m.stream(batch, workers=workers))
                 return run
 
-            fps, cpu = throughput({"seq1": seq(m1), "seqc": seq(mc), "stream": stream(mc, cores)}, args.rounds)
+            fps, cpu = throughput({"seq1": seq(m1), "seqc": seq(mc), "stream": stream(mc, workers)}, args.rounds)
         best = max(fps["seq1"], fps["seqc"])
-        per = max(1, cores // cores)
         print(f"{engine:<10}{fps['seq1']:>11.1f}{fps['seqc']:>11.1f}{fps['stream']:>10.1f}"
-              f"{f'{cores} x {per}':>15}{fps['stream'] / best:>8.3f}"
+              f"{f'{workers} x {max(1, cores // workers)}':>15}{fps['stream'] / best:>8.3f}"
               f"{'':>17}{cpu['seq1']:.1f}, {cpu['seqc']:.1f}, {cpu['stream']:.1f}")
-    print(f"  (machine load average during P3: {os.getloadavg()[0]:.1f} on {cores} cores)")
+    other.__exit__(None, None, None)
+    print(f"  (other processes used {other} on average during P3)")
 
 
 if __name__ == "__main__":

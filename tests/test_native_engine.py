@@ -183,6 +183,38 @@ def test_stream_error_in_place_and_early_stop(bundles, frames):
         assert len(pulled) == n
 
 
+@pytest.mark.slow
+def test_ncnn_int8_artifact_on_the_native_engine(tmp_path, effnet_onnx, effnet_preprocess, calib_images, frames):
+    """int8 artifacts (quantized layers on ncnn's int8 kernels) run natively as the Python session runs them."""
+    _need("ncnn")
+    from edgesdk.backends.base import ConvertOptions
+    from edgesdk.backends.ncnn.session import NcnnSession
+    from edgesdk.backends.registry import get
+    from edgesdk.preprocess import PreprocessSpec, preprocess
+    from edgesdk.runtime import NativeSession
+
+    spec = PreprocessSpec(**effnet_preprocess)
+    calib = [{"images": preprocess(read_image(p), spec)} for p in calib_images[:8]]
+    art = get("ncnn").convert(effnet_onnx, tmp_path / "int8", ConvertOptions(precision="int8", calibration=calib))
+    feeds = [{"images": preprocess(f, spec)} for f in frames[:4]]
+    native, python = NativeSession(art), NcnnSession(art)
+    try:
+        for f in feeds:
+            got, want = native.run(f)["logits"], python.run(f)["logits"]
+            # equal here (measured max-abs 0.0); another ISA's int8 kernels may round the float steps apart
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-2)
+            assert got.argmax() == want.argmax()
+        assert native.copies() == 0
+    finally:
+        native.close()
+        python.close()
+    # the weight file of another build is refused before ncnn reads it
+    weights = art.path(art.meta["bin"])
+    weights.write_bytes(weights.read_bytes()[:-4])
+    with pytest.raises(ModelError, match="int8 build wrote"):
+        NativeSession(art)
+
+
 def test_native_required_and_refused(bundles, tmp_path, effnet_onnx, calib_images):
     _need("ncnn")
     with load(bundles["ncnn-fp32"], native=True) as m:

@@ -337,7 +337,7 @@ PYBIND11_MODULE(_native, m) {
           [](const std::string& param, const std::string& bin,
              const std::vector<std::tuple<std::string, std::string, int, std::vector<int64_t>, std::string>>& inputs,
              const std::vector<std::tuple<std::string, std::string, int, std::vector<int64_t>, std::string>>& outputs,
-             bool fp16, bool fp16_arithmetic, int threads, int cpu_powersave) {
+             bool fp16, bool fp16_arithmetic, bool int8, int threads, int cpu_powersave) {
             edgesdk::NcnnConfig cfg;
             cfg.param = param;
             cfg.bin = bin;
@@ -347,13 +347,15 @@ PYBIND11_MODULE(_native, m) {
               cfg.outputs.push_back({name, blob, axis, shape, element_type(dtype)});
             cfg.fp16 = fp16;
             cfg.fp16_arithmetic = fp16_arithmetic;
+            cfg.int8 = int8;
             cfg.threads = threads;
             cfg.cpu_powersave = cpu_powersave;
             py::gil_scoped_release release;
             return PyEngine{edgesdk::open_ncnn(cfg)};
           },
           py::kw_only(), py::arg("param"), py::arg("bin"), py::arg("inputs"), py::arg("outputs"), py::arg("fp16"),
-          py::arg("fp16_arithmetic") = false, py::arg("threads") = 0, py::arg("cpu_powersave") = 0,
+          py::arg("fp16_arithmetic") = false, py::arg("int8") = false, py::arg("threads") = 0,
+          py::arg("cpu_powersave") = 0,
           "inputs/outputs: (onnx name, ncnn blob, batch axis or -1, shape with -1 dynamic, dtype)")
       .def_static(
           "open_openvino",

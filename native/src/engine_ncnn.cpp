@@ -132,6 +132,7 @@ class NcnnModel final : public EngineModel {
     net_.opt.use_fp16_packed = cfg.fp16;
     net_.opt.use_fp16_arithmetic = cfg.fp16 && cfg.fp16_arithmetic;
     net_.opt.use_bf16_storage = false;
+    net_.opt.use_int8_inference = cfg.int8;
     if (cfg.threads > 0) net_.opt.num_threads = cfg.threads;
     if (cfg.cpu_powersave) ncnn::set_cpu_powersave(cfg.cpu_powersave);
     threads_ = net_.opt.num_threads;

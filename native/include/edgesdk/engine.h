@@ -2,8 +2,8 @@
 // the memory the engine reads, outputs handed out over the engine's own memory.
 //
 // Thread-safety (the whole contract):
-// - An EngineModel is immutable once open_ncnn()/open_openvino() returns it. Share one
-//   std::shared_ptr<const EngineModel> across any number of threads.
+// - An EngineModel is immutable once open_ncnn()/open_openvino() returns it (but for its atomic
+//   copy counter). Share one std::shared_ptr<const EngineModel> across any number of threads.
 // - An EngineState is the small per-thread part (ncnn: its input Mats, one Extractor per run;
 //   OpenVINO: one infer request and its tensors). Make one per thread with new_state(); never use
 //   one from two threads at once. It keeps its model alive.
@@ -130,6 +130,7 @@ struct NcnnConfig {
   std::vector<NcnnBlob> inputs, outputs;
   bool fp16 = false;             // fp16 storage and packing (fp16 artifacts)
   bool fp16_arithmetic = false;  // also fp16 arithmetic where the CPU has it (with fp16 only)
+  bool int8 = false;             // int8 artifacts: quantized layers run ncnn's int8 kernels
   int threads = 0;               // 0: ncnn's default (the big cores); fixed at load (gemm tiles)
   int cpu_powersave = 0;         // process-wide in ncnn: 0 all, 1 little, 2 big cores
 };
