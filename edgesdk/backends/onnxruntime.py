@@ -233,6 +233,8 @@ class OnnxRuntimeBackend:
                 f"onnxruntime backend: precision {options.precision!r} is not supported yet; "
                 f"supported: {', '.join(self.precisions)}")
         model, out_dir = Path(model), Path(out_dir)
+        if options.precision == "int8" and not options.calibration:  # before any work file exists
+            raise ConversionError(f"{model}: int8 needs calibration feeds (images through the target's preprocessing)")
         engine = _engine_options(options.engine)
         proto = load_model(model)
         declared = {i.name: dim_values(i.type) for i in graph_inputs(proto)}
