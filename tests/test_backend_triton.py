@@ -328,7 +328,7 @@ def test_writer_escapes_and_rank1_batch():
     ({"model_name": "../x"}, {}, r"model_name '../x' must be a directory name"),
     ({"workspace_mb": 64}, {}, r"unknown engine option\(s\) \['workspace_mb'\] for Triton with onnxruntime"),
     ({"instance_count": 0}, {}, r"instance_count must be an integer >= 1"),
-    ({}, {"precision": "int8"}, r"onnxruntime backend: precision 'int8' is not supported"),
+    ({}, {"precision": "int8"}, r"int8 needs calibration feeds"),
 ])
 def test_option_errors(effnet_onnx, tmp_path, engine, options, message):
     with pytest.raises(ConversionError, match=message):
