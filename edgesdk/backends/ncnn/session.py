@@ -188,8 +188,9 @@ class NcnnSession:
 
     def blobs(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         """ncnn blobs by name (any layer's output, not only the model's) for one sample, as float32 arrays
-        in ncnn's layout without the batch axis: what int8 calibration reads. Light mode is off, so a blob
-        extracted later does not free one still to be read."""
+        in ncnn's layout without the batch axis: what int8 calibration reads (a blob an int8 layer hands
+        on requantized comes back as its int8 values). Light mode is off, so a blob extracted later does
+        not free one still to be read."""
         if self._net is None:
             raise EdgeSDKError("this ncnn session is closed")
         # ncnn-owned copies: nothing here depends on the caller's buffers staying alive.
