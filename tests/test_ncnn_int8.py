@@ -250,7 +250,7 @@ def blob_stats(fp32, calib_feeds):
     layers = int8.read_param(fp32.path("model.param").read_text())
     position = {b: i for i, l in enumerate(layers) for b in l.outputs}
     blobs = sorted({l.inputs[0] for l in layers if l.type in int8.QUANTIZABLE}, key=position.get, reverse=True)
-    with NcnnSession(fp32) as s:
+    with NcnnSession(fp32, threads=1) as s:
         return int8.calibrate(s, calib_feeds[:12], blobs)
 
 
