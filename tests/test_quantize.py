@@ -185,8 +185,9 @@ def test_onnxruntime_keeps_softmax_float(tmp_path, calib_feeds):
     assert "softmax" in art.meta["float_nodes"]
     m, _ = _qdq_census(art.path("model.onnx"))
     softmax = next(n for n in m.graph.node if n.op_type == "Softmax")
-    producers = {o: n.op_type for n in m.graph.node for o in n.output}
-    assert producers[softmax.input[0]] != "DequantizeLinear"
+    # Softmax itself computes in float and its probabilities are never re-quantized (that is what
+    # turned them into zeros); a dequantized input is fine.
+    assert not any(n.op_type == "QuantizeLinear" and softmax.output[0] in n.input for n in m.graph.node)
     with reference_session(path) as ref, registry.get("onnxruntime").open(art) as s:
         for f in calib_feeds[8:12]:
             a, b = ref.run(f)["prob"], s.run(f)["prob"]

@@ -9,6 +9,7 @@ The session side imports only onnxruntime and numpy; convert() pulls in the buil
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +172,20 @@ def quantize_qdq(model: Path, out: Path, options: ConvertOptions, symmetric_acti
             return len(self.feeds)
 
     act = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    source = model
+    import onnx
+
     try:
-        with quiet_build_tools():
-            quantize_static(str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        with quiet_build_tools(), tempfile.TemporaryDirectory(prefix="edgesdk-qdq-") as work:
+            from ..compat import IR_MAX
+
+            if proto.ir_version > IR_MAX["onnxruntime"]:
+                # onnx.helper writes IR 14 by default; onnxruntime loads only up to IR_MAX, and its
+                # quantizer reloads the model it augments. Same graph, older IR stamp.
+                proto.ir_version = IR_MAX["onnxruntime"]
+                source = Path(work) / "model.onnx"
+                onnx.save(proto, str(source))
+            quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             reduce_range=reduce_range, activation_type=act, weight_type=QuantType.QInt8,
                             nodes_to_exclude=keep, calibrate_method=CalibrationMethod[CALIBRATION_METHODS[
                                 options.calib_method]],
