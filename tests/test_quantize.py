@@ -179,7 +179,7 @@ def test_onnxruntime_keeps_softmax_float(tmp_path, calib_feeds):
         "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 224, 224])],
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 10])], [w])
     path = tmp_path / "tiny.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
     art = registry.get("onnxruntime").convert(path, tmp_path / "q", ConvertOptions(
         precision="int8", calibration=calib_feeds[:8], calib_method="minmax"))
     assert "softmax" in art.meta["float_nodes"]
