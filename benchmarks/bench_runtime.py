@@ -177,7 +177,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20, help="frames per latency round")
-    ap.add_argument("--stream-frames", type=int, default=48, help="frames per throughput round")
+    ap.add_argument("--stream-frames", type=int, default=96, help="frames per throughput round")
     ap.add_argument("--omp-wait", choices=("default", "passive", "active"), default="default")
     ap.add_argument("--engines", default="ncnn,openvino")
     ap.add_argument("--parts", default="p2,p3", help="which measurements: p2, p3 or both")

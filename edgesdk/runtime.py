@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -238,6 +238,8 @@ class Model:
     def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True,
                  trusted_keys=None, native: bool | None = None):
         self._unpacked = self._session = None
+        self._pools: dict[int, ThreadPoolExecutor] = {}  # stream workers by width, kept until close()
+        self._pools_lock = threading.Lock()
         try:
             self._open(Path(path), threads, verify, trusted_keys, native)
         except BaseException:
@@ -356,18 +358,31 @@ class Model:
         if self.native and workers > 1:
             per_run = max(1, (self.threads or os.cpu_count() or 1) // workers)
             run = lambda frame: self._run(frame, per_run, workers)  # noqa: E731
+        pool = self._pool(workers)
         pending = []
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgesdk-stream") as pool:
-            try:
-                for frame in frames:
-                    pending.append(pool.submit(run, frame))
-                    if len(pending) >= ahead:
-                        yield pending.pop(0).result()
-                while pending:
+        try:
+            for frame in frames:
+                pending.append(pool.submit(run, frame))
+                if len(pending) >= ahead:
                     yield pending.pop(0).result()
-            finally:  # consumer stopped early or a frame failed: drop what has not started
-                for f in pending:
-                    f.cancel()
+            while pending:
+                yield pending.pop(0).result()
+        finally:  # consumer stopped early or a frame failed: drop what has not started, let the rest end
+            for f in pending:
+                f.cancel()
+            wait(pending)
+
+    def _pool(self, workers: int) -> ThreadPoolExecutor:
+        """The stream workers of this width. They live until close(), so their threads keep their
+        engine states and a stream starts (and drains) without starting or joining threads."""
+        with self._pools_lock:
+            if self._session is None:
+                raise EdgeSDKError(f"{self.root}: this model is closed")
+            pool = self._pools.get(workers)
+            if pool is None:
+                pool = self._pools[workers] = ThreadPoolExecutor(max_workers=workers,
+                                                                 thread_name_prefix=f"edgesdk-stream{workers}")
+        return pool
 
     def check(self) -> "object":
         """Replay the bundle's golden inputs on this device and compare with the reference outputs."""
@@ -386,6 +401,10 @@ class Model:
     # ---------------------------------------------------------------- lifetime
 
     def close(self) -> None:
+        with self._pools_lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():  # stream workers end after the frame each is running
+            pool.shutdown(wait=True, cancel_futures=True)
         if getattr(self, "_session", None) is not None:
             self._session.close()
             self._session = None

@@ -155,7 +155,9 @@ def test_stream_in_order_with_split_threads(bundles, frames, name):
 @pytest.mark.slow
 def test_stream_error_in_place_and_early_stop(bundles, frames):
     _need("ncnn")
-    with load(bundles["ncnn-fp32"]) as m:
+    before = threading.active_count()
+    m = load(bundles["ncnn-fp32"])
+    try:
         bad = frames[0].astype(np.float32)
         it = m.stream([frames[0], frames[1], bad, frames[2]], workers=2)
         assert next(it)["logits"].shape == (1, 1000)
@@ -172,15 +174,18 @@ def test_stream_error_in_place_and_early_stop(bundles, frames):
                 yield frames[k % len(frames)]
                 k += 1
 
-        before = threading.active_count()
         s = m.stream(endless(), workers=2, queue=3)
         for _ in range(4):
             next(s)
-        s.close()  # the consumer stops: the stream stops reading frames and its workers end
+        s.close()  # the consumer stops: frames not started are dropped, the ones running finish
         assert len(pulled) <= 4 + 3
+        assert threading.active_count() == before + 2  # the two workers wait for the next stream
         n = len(pulled)
-        assert threading.active_count() == before
-        assert len(pulled) == n
+        assert [r["logits"].shape for r in m.stream(frames[:3], workers=2)] == [(1, 1000)] * 3
+        assert len(pulled) == n and threading.active_count() == before + 2  # same workers again
+    finally:
+        m.close()
+    assert threading.active_count() == before  # close() ends the workers
 
 
 @pytest.mark.slow
