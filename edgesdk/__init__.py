@@ -23,11 +23,11 @@ def inspect(model, shapes=None, probe=True):
     return _inspect(model, shapes=shapes, probe=probe)
 
 
-def load(path, threads=None, verify=True, trusted_keys=None):
+def load(path, threads=None, verify=True, trusted_keys=None, native=None):
     """Load a bundle (directory or .tar.gz) for inference on this device (see edgesdk.runtime.load)."""
     from .runtime import load as _load
 
-    return _load(path, threads=threads, verify=verify, trusted_keys=trusted_keys)
+    return _load(path, threads=threads, verify=verify, trusted_keys=trusted_keys, native=native)
 
 
 def load_target(name_or_path):
