@@ -16,14 +16,7 @@
 
 using namespace edgesdk;
 
-static int failures = 0;
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                                   \
-    }                                                                               \
-  } while (0)
+#include "check.h"
 
 // The exception's message when `fn` throws E, else "" (and a failure when it does not throw).
 template <class E, class F>

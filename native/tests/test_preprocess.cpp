@@ -20,14 +20,7 @@
 
 using namespace edgesdk;
 
-static int failures = 0;
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                                   \
-    }                                                                               \
-  } while (0)
+#include "check.h"
 
 static float half_to_float(uint16_t h) {
   const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
