@@ -262,6 +262,14 @@ def cmd_validate(args) -> int:
     return 0 if report.passed else 3
 
 
+def _normalisation_args(s) -> None:
+    """--mean/--std/--color, read by _spec_override: the model's normalisation when it does not carry it."""
+    s.add_argument("--mean", help="per-channel mean of the model's normalisation, e.g. 127,127,127 "
+                                  "(default: the profile's, the model's metadata, else ImageNet)")
+    s.add_argument("--std", help="per-channel std, e.g. 128,128,128")
+    s.add_argument("--color", choices=["rgb", "bgr"], help="channel order the model wants (default rgb)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -289,9 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shape", action="append", metavar="NAME=1x3x320x320", help="fix a dynamic input")
     s.add_argument("--images", "--calib", dest="images", metavar="DIR", help="real images for the parity check")
     s.add_argument("--samples", type=int, default=8, help="inputs compared against onnxruntime")
-    s.add_argument("--mean", help="per-channel mean of the model's normalisation (default ImageNet), e.g. 127,127,127")
-    s.add_argument("--std", help="per-channel std, e.g. 128,128,128")
-    s.add_argument("--color", choices=["rgb", "bgr"], help="channel order the model wants (default rgb)")
+    _normalisation_args(s)
     s.add_argument("--no-gate", action="store_true", help="keep the artifact even when parity fails (exit 3)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_convert)
@@ -302,9 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="bundle directory (written atomically)")
     s.add_argument("--calib", metavar="DIR", help="real images: calibration, parity and golden samples")
     s.add_argument("--shape", action="append", metavar="NAME=1x3x320x320", help="fix a dynamic input")
-    s.add_argument("--mean", help="override the normalisation mean, e.g. 127,127,127")
-    s.add_argument("--std", help="override the normalisation std, e.g. 128,128,128")
-    s.add_argument("--color", choices=["rgb", "bgr"], help="override the channel order the model wants")
+    _normalisation_args(s)
     s.add_argument("--labels", metavar="FILE", help="class names, one per line")
     s.add_argument("--tar", action="store_true", help="also write BUNDLE.tar.gz")
     s.add_argument("--sign", metavar="KEY", help="sign the bundle with an ed25519 private key (edgesdk keygen)")
