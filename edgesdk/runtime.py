@@ -46,16 +46,26 @@ def _numbers(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def check_engine(manifest: Manifest) -> None:
+def native_engine_version(backend: str) -> str | None:
+    """The version of an engine linked into edgesdk._native, when build_info reports it (ncnn: static)."""
+    native = _native_module()
+    info = native.build_info() if native is not None else {}
+    return info[backend].split()[0] if isinstance(info.get(backend), str) else None
+
+
+def check_engine(manifest: Manifest, native: bool = False) -> None:
     """Refuse, with the reason, a bundle whose engine is missing or older than the one it was built with
-    (an older engine may lack its layers or IR version: a crash deep inside the engine otherwise)."""
+    (an older engine may lack its layers or IR version: a crash deep inside the engine otherwise).
+    native: the bundle runs on the engine linked into edgesdk._native, whose version is checked instead
+    of the Python package's (a board with the native ncnn engine needs no ncnn Python package)."""
     backend = manifest.backend
-    be = registry.get(backend)
-    reason = be.available()
-    if reason:
-        raise BackendUnavailable(f"{manifest.root}: bundle needs the {backend} engine: {reason}")
+    have = native_engine_version(backend) if native else None
+    if have is None:
+        reason = registry.get(backend).available()
+        if reason:
+            raise BackendUnavailable(f"{manifest.root}: bundle needs the {backend} engine: {reason}")
+        have = engine_version(backend)
     built = (manifest["versions"] or {}).get(backend)
-    have = engine_version(backend)
     if built and have and backend != "tensorrt" and _numbers(have)[:2] < _numbers(built)[:2]:
         raise BackendUnavailable(f"{manifest.root}: bundle was built for {backend} {built}; this device has {have} "
                                  f"— upgrade {backend} to {'.'.join(map(str, _numbers(built)[:2]))} or newer")
@@ -219,15 +229,21 @@ def _openvino_opener(native, artifact: Artifact):
     return open_engine
 
 
-def open_session(artifact: Artifact, threads: int | None = None, native: bool | None = None):
+def open_session(artifact: Artifact, threads: int | None = None, native: bool | None = None,
+                 manifest: Manifest | None = None):
     """(session, is_native): the native engine when it can run the artifact (native=None), required
-    (True) or never (False); otherwise the backend's Python session."""
+    (True) or never (False); otherwise the backend's Python session. With a manifest, the engine that
+    will run is first checked against the versions the bundle was built with."""
     if native is not False:
         reason = NativeSession.unavailable(artifact)
         if reason is None:
+            if manifest is not None:
+                check_engine(manifest, native=True)
             return NativeSession(artifact, threads=threads), True
         if native:
             raise BackendUnavailable(f"{artifact.root}: no native engine for this bundle: {reason}")
+    if manifest is not None:
+        check_engine(manifest)
     return registry.get(artifact.backend).open(artifact, threads=threads), False
 
 
@@ -260,7 +276,6 @@ class Model:
             verify_signature(path, trusted_keys)  # before anything in the bundle is trusted
         self.manifest = read_manifest(path, verify=verify or trusted_keys is not None)
         m = self.manifest
-        check_engine(m)
         self.root = m.root
         self.backend = m.backend
         self.precision = m["precision"]
@@ -271,7 +286,8 @@ class Model:
         except BundleError as e:
             raise BundleError(f"{self.root}: {e}") from None
         # native: True when the engine built into edgesdk._native runs this bundle
-        self._session, self.native = open_session(artifact, threads=self.threads, native=native)
+        self._session, self.native = open_session(artifact, threads=self.threads, native=native,
+                                                  manifest=m)
         self.inputs = list(artifact.inputs)
         self.outputs = list(artifact.outputs)
         self._frame_spec = self._native_spec() if self.native else None

@@ -4,6 +4,7 @@ Model, and the ordered, bounded Model.stream pipeline."""
 import gc
 import shutil
 import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -275,3 +276,33 @@ def test_module_does_not_need_openvino_to_load():
     needed = subprocess.run([_tool("readelf"), "-d", _native.__file__], capture_output=True, text=True,
                             check=True).stdout
     assert "openvino" not in needed
+
+
+def test_ncnn_bundle_runs_without_the_ncnn_python_package(bundles, frames, tmp_path):
+    """On a board with the native ncnn engine, the ncnn Python package is not needed; without the
+    native engine, load names the missing package."""
+    _need("ncnn")
+    np.save(tmp_path / "frame.npy", frames[0])
+    with load(bundles["ncnn-fp32"]) as m:
+        expected = m(frames[0])
+    script = f"""
+import sys
+sys.modules["ncnn"] = None  # import ncnn now fails, as on a board without the package
+import numpy as np
+import edgesdk
+from edgesdk.errors import BackendUnavailable
+m = edgesdk.load({str(bundles["ncnn-fp32"])!r})
+assert m.native
+m.check()
+out = m(np.load({str(tmp_path / "frame.npy")!r}))
+np.save({str(tmp_path / "out.npy")!r}, out[list(out)[0]])
+try:
+    edgesdk.load({str(bundles["ncnn-fp32"])!r}, native=False)
+except BackendUnavailable as e:
+    print("refused:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "refused:" in r.stdout and "ncnn" in r.stdout
+    got = np.load(tmp_path / "out.npy")
+    np.testing.assert_array_equal(got, expected[list(expected)[0]])
