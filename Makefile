@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .setup.stamp
 
-.PHONY: setup demo test test-fast native-test clean
+.PHONY: setup demo test test-fast native-test sanitize clean
 
 # System packages (Debian's real photos for calibration/evaluation), torch CPU from the local wheel
 # before anything can ask for a CUDA build, pnnx without its torch dependency, then the project with
@@ -30,7 +30,7 @@ demo: setup
 	edgesdk inspect --no-probe "$$($(PYTHON) -m tools.models --path efficientnet_lite0)" | head -4
 	edgesdk demo
 
-test: setup native-test
+test: setup native-test sanitize
 	$(PYTHON) -m pytest -q
 
 # The C++ core's own tests (ctest), built without Python.
@@ -38,6 +38,11 @@ native-test:
 	cmake -S . -B build/ctest -G Ninja -DEDGESDK_PYTHON=OFF -DEDGESDK_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build/ctest >/dev/null
 	ctest --test-dir build/ctest --output-on-failure
+
+# The same C++ tests built with AddressSanitizer + UndefinedBehaviorSanitizer (leak checks on) in
+# build/sanitize; a finding fails the run.
+sanitize: setup
+	PYTHON=$(PYTHON) tools/sanitize.sh
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
