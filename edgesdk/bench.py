@@ -37,6 +37,12 @@ def benchmark(model, frames: list[np.ndarray] | None = None, iters: int = 100, w
     """Time `iters` runs (or `seconds` worth) one frame at a time, then `streams` frames in flight
     for throughput. Frames go through the full path (preprocess, engine, postprocess); without
     frames (or a preprocessing spec) the engine alone is timed on synthetic tensors."""
+    for name, value, lo in (("iters", iters, 1), ("warmup", warmup, 0), ("streams", streams, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise EdgeSDKError(f"benchmark {name} must be an integer >= {lo}, got {value!r}")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 0 < seconds < float("inf")):
+        raise EdgeSDKError(f"benchmark seconds must be a positive number, got {seconds!r}")
     use_frames = bool(frames) and model.spec is not None
     feeds = None if use_frames else _synthetic_feeds(model)
     pre, inf, post, total = [], [], [], []

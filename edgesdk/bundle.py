@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError
+from .errors import BundleError, EdgeSDKError
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
@@ -94,6 +94,7 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise BundleError(f"{mpath}: manifest lacks keys {missing}")
+    _check_types(data, mpath)
     files = data["files"]
     if not isinstance(files, dict) or not files:
         raise BundleError(f"{mpath}: 'files' must map relative paths to sha256 digests")
@@ -108,10 +109,55 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
             if sha256_file(p) != digest:
                 raise BundleError(f"{root}: file {rel} does not match its sha256 in the manifest (modified or corrupt)")
     for sample in data["golden"]:
-        for rel in list(sample.get("inputs", {}).values()) + list(sample.get("outputs", {}).values()):
+        for rel in list(sample["inputs"].values()) + list(sample["outputs"].values()):
             if _safe_relpath(rel, str(mpath)) not in files:
                 raise BundleError(f"{mpath}: golden file {rel!r} is not covered by 'files'")
+    if data.get("labels") is not None and _safe_relpath(data["labels"], str(mpath)) not in files:
+        raise BundleError(f"{mpath}: labels file {data['labels']!r} is not covered by 'files'")
     return Manifest(data, root)
+
+
+# manifest key -> the JSON types it may hold (None: null allowed)
+_TYPES = {"target": (dict,), "backend": (str,), "precision": (str,), "inputs": (list,), "outputs": (list,),
+          "preprocess": (dict, None), "postprocess": (dict, None), "versions": (dict,), "validation": (dict, None),
+          "benchmark": (dict, None), "golden": (list,), "threads": (int, None), "labels": (str, None),
+          "quantization": (dict, None)}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", None: "null"}
+
+
+def _check_types(data: dict, mpath: Path) -> None:
+    """The shape of the keys the runtime reads: a manifest edited by hand fails here, naming the key."""
+    from .backends.base import PRECISIONS
+    from .backends.registry import names
+
+    for key, kinds in _TYPES.items():
+        if key not in data:
+            continue
+        v = data[key]
+        if not any(v is None if k is None else isinstance(v, k) and not isinstance(v, bool) for k in kinds):
+            want = " or ".join(_JSON_NAMES[k] for k in kinds)
+            raise BundleError(f"{mpath}: manifest key {key!r} must be {want}, got {json.dumps(v)[:80]}")
+    if data["backend"] not in names():
+        raise BundleError(f"{mpath}: backend {data['backend']!r} is not one of {', '.join(names())}")
+    if data["precision"] not in PRECISIONS:
+        raise BundleError(f"{mpath}: precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    from .postprocess import check_params
+    from .preprocess import PreprocessSpec
+
+    try:
+        if data["preprocess"] is not None:
+            PreprocessSpec.from_dict(data["preprocess"])
+        post = data["postprocess"] or {"kind": "none"}
+        check_params(post.get("kind", "none"), post)
+    except EdgeSDKError as e:
+        raise BundleError(f"{mpath}: {e}") from None
+    if data.get("threads") is not None and data["threads"] < 1:
+        raise BundleError(f"{mpath}: threads must be >= 1 or null, got {data['threads']}")
+    for k, sample in enumerate(data["golden"]):
+        if not (isinstance(sample, dict) and all(isinstance(sample.get(side), dict) and all(
+                isinstance(n, str) and isinstance(rel, str) for n, rel in sample[side].items())
+                for side in ("inputs", "outputs"))):
+            raise BundleError(f"{mpath}: golden[{k}] must be {{\"inputs\": {{name: file}}, \"outputs\": {{name: file}}}}")
 
 
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:
@@ -169,12 +215,22 @@ def generate_key(private_path: str | Path) -> tuple[Path, Path]:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
     pub_path = private_path.with_name(private_path.name + ".pub")
-    pub_path.write_bytes(pub)
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        pub_path.write_bytes(pub)
+    except FileExistsError:
+        raise BundleError(f"{private_path}: exists; refusing to overwrite a key") from None
+    except OSError as e:
+        raise BundleError(f"{e.filename or private_path}: cannot write the key: {e.strerror}") from None
     return private_path, pub_path
+
+
+def load_private_key(source):
+    """An ed25519 private key from a PEM file, PEM bytes or a key object; BundleError naming the file."""
+    return _load_key(source, private=True)
 
 
 def _load_key(source, private: bool):

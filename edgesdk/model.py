@@ -141,6 +141,31 @@ def fix_input_shapes(model, shapes: dict[str, tuple[int, ...]], source: str | Pa
     return model
 
 
+MAX_INPUT_BYTES = 2 << 30  # engines index tensors with 32-bit sizes; no edge model takes inputs this big
+
+
+def check_input_sizes(model, shapes: dict | None = None, ranges: dict | None = None, source: str | Path = "model"):
+    """ModelError naming the input when one would be over MAX_INPUT_BYTES at the shape this build uses
+    (a fixed shape given, else its max range, else its declared dims): refused before anything allocates it."""
+    import numpy as np
+
+    shapes, ranges = shapes or {}, ranges or {}
+    for value in graph_inputs(model):
+        name = value.name
+        shape = shapes.get(name) or (ranges[name].max if name in ranges else dim_values(value.type))
+        if not shape or not all(isinstance(d, int) for d in shape):
+            continue
+        try:
+            itemsize = np.dtype(type_name(value.type)).itemsize
+        except TypeError:
+            itemsize = 1
+        nbytes = math.prod(shape) * itemsize
+        if nbytes > MAX_INPUT_BYTES:
+            raise ModelError(f"{source}: input {name!r} of shape {list(shape)} would take {nbytes / (1 << 30):.1f} GiB, "
+                             f"over the {MAX_INPUT_BYTES >> 30} GiB edgesdk builds for; give a smaller shape with --shape "
+                             f"{name}=... or the profile's [inputs] (a dynamic input), or export a smaller model")
+
+
 # ---------------------------------------------------------------------------- census, params, FLOPs
 
 def _all_nodes(graph):

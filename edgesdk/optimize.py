@@ -3,18 +3,15 @@
 Build side: imports onnx and onnxslim (lazily). The steps: load + check, fix the named inputs'
 dims, shape inference, onnxslim (constant folding, which also turns Paddle's Constant-node
 weights into initializers, dead-node removal, fusions), shape inference again, checker, atomic save.
-Also holds the atomic-write helpers the converters share.
+save_model_atomically writes ONNX files the way edgesdk.atomic writes everything else.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends.base import ARTIFACT_FILE
+from .atomic import clean_leftovers, staged_dir, temp_name  # noqa: F401  (staged_dir: the converters' import)
 from .errors import ConversionError, EdgeSDKError, ModelError
 from .model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model
 
@@ -102,17 +99,14 @@ def _check(model, source: Path) -> None:
 
 # ---------------------------------------------------------------------------- atomic writes
 
-def _temp_name(path: Path) -> str:
-    return f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-
-
 def save_model_atomically(model, path: str | Path) -> Path:
     """onnx.save to a temp file beside `path`, then rename: readers never see half a model."""
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(_temp_name(path))  # created by onnx.save with the usual umask permissions
+    clean_leftovers(path)
+    tmp = path.with_name(temp_name(path))  # created by onnx.save with the usual umask permissions
     try:
         try:
             onnx.save(model, tmp)
@@ -123,34 +117,3 @@ def save_model_atomically(model, path: str | Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-@contextmanager
-def staged_dir(out_dir: str | Path):
-    """Yield an empty temp dir beside `out_dir`; when the block succeeds it takes `out_dir`'s place.
-
-    An existing `out_dir` is replaced only if it is empty, a previous artifact (artifact.json) or bundle (manifest.json),
-    so a mistyped path cannot wipe unrelated files. On failure the temp dir is removed.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ConversionError(f"{out_dir}: exists and is not a directory")
-        if any(out_dir.iterdir()) and not any((out_dir / f).exists() for f in (ARTIFACT_FILE, "manifest.json")):
-            raise ConversionError(f"{out_dir}: directory is not empty and holds no {ARTIFACT_FILE} or manifest.json "
-                                  "(not an earlier artifact or bundle); refusing to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(_temp_name(out_dir))
-    tmp.mkdir()  # not mkdtemp: its 0700 mode would end up on the artifact directory
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(_temp_name(out_dir))
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -200,7 +200,7 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
     int8 calibrates on `images` and holds the accuracy budget of `quantize` (a QuantizeSettings or
     a profile's [quantize] table), or raises ParityError and writes nothing."""
     from .compat import check_compat
-    from .model import infer_shapes, load_model
+    from .model import check_input_sizes, infer_shapes, load_model
     from .optimize import optimize, staged_dir
 
     model, out = Path(model), Path(out)
@@ -208,11 +208,14 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
     be = registry.get(backend)
     if precision not in be.precisions:
         raise EdgeSDKError(f"backend {backend!r} takes precision {', '.join(be.precisions)}; got {precision!r}")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise EdgeSDKError(f"samples (inputs compared against onnxruntime) must be an integer >= 1, got {samples!r}")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
     _say(progress, f"inspect   {model}")
     proto = load_model(model)
+    check_input_sizes(proto, shapes, ranges, source=model)
     report = check_compat(infer_shapes(proto, source=model), model_path=model, shapes=shapes, probe=False)
     entry = report.get(backend)
     if entry is not None and not entry.supported and entry.unsupported:
@@ -415,17 +418,23 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
 
     from . import __version__
     from .bundle import MODEL_DIR, save_golden, sha256_file, write_manifest
-    from .model import load_model
+    from .model import check_input_sizes, load_model
     from .optimize import staged_dir
     from .runtime import Model, engine_version
     from .targets import load_target
 
     model, out = Path(model), Path(out)
     profile = load_target(target)
+    sign_key = None
+    if sign:
+        from .bundle import load_private_key
+
+        sign_key = load_private_key(sign)  # a wrong key path fails now, not after the build
     _say(progress, f"target    {profile.name}: {profile.engine} {profile.precision} {profile.arch}")
     proto = load_model(model)
     meta = model_metadata(proto)
     shapes = {**profile.shapes, **(shapes or {})}
+    check_input_sizes(proto, shapes, profile.ranges, source=model)
     image_list = image_files(calib) if isinstance(calib, (str, Path)) else calib
 
     # preprocessing: explicit argument > profile > the model's own metadata > ImageNet default
@@ -506,10 +515,10 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             latencies = manifest["benchmark"].pop("latencies_ms", None)
         (stage / "report.md").write_text(_report_md(manifest, latencies))
         write_manifest(stage, manifest)
-        if sign:
+        if sign_key is not None:
             from .bundle import sign_bundle
 
-            sign_bundle(stage, sign)
+            sign_bundle(stage, sign_key)
         _say(progress, f"bundle    {out}")
     tar_path = _write_tar(out) if tar else None
     return PackageResult(out, json.loads((out / "manifest.json").read_text()), tar_path)

@@ -488,13 +488,19 @@ KINDS: dict[str, type[Postprocessor]] = {
     "none": Passthrough, "topk": TopK, "yolo": Yolo, "ppocr-det": DBText, "ppocr-rec": CTCText}
 
 
+def check_params(kind: str, params: dict | None = None) -> dict:
+    """A ``[postprocess]`` table's params checked (unknown kinds, unknown or bad params are errors
+    naming them), defaults filled in; labels are not needed for this."""
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise EdgeSDKError(f"postprocess kind {kind!r} is not one of: {', '.join(KINDS)}")
+    return _checked(kind, params, KINDS[kind].schema)
+
+
 def get(kind: str, params: dict | None = None, labels: list[str] | None = None) -> Postprocessor:
     """The post-processor of a ``[postprocess]`` table: kind plus its params (a "kind" key in
     params is allowed if it agrees). Unknown kinds and params are errors naming them."""
-    if kind not in KINDS:
-        raise EdgeSDKError(f"postprocess kind {kind!r} is not one of: {', '.join(KINDS)}")
+    checked = check_params(kind, params)
     cls = KINDS[kind]
-    checked = _checked(kind, params, cls.schema)
     if labels is not None:
         if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
             raise EdgeSDKError(f"postprocess {kind}: labels must be a list of strings")

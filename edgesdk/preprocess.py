@@ -19,6 +19,7 @@ INTERPOLATIONS = ("bilinear", "nearest")
 COLORS = ("rgb", "bgr")
 LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("float32", "float16", "uint8")
+MAX_THREADS = 1024  # row bands of one frame; more only costs thread starts
 
 
 def _is_number(v) -> bool:
@@ -110,6 +111,13 @@ def check_frame(frame) -> np.ndarray:
     return frame
 
 
+def check_spec(spec) -> "PreprocessSpec":
+    if not isinstance(spec, PreprocessSpec):
+        raise EdgeSDKError(f"spec: expected an edgesdk.PreprocessSpec, got {type(spec).__name__} "
+                           "(PreprocessSpec.from_dict makes one from a table of settings)")
+    return spec
+
+
 def _axis_bilinear(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights along one axis with OpenCV INTER_LINEAR geometry."""
     scale = src_len / dst_len
@@ -138,7 +146,7 @@ def _resize(frame: np.ndarray, nw: int, nh: int, interp: str) -> np.ndarray:
 def preprocess_reference(frame: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The specification: a BGR uint8 frame -> the model input tensor with a batch dim."""
     frame = check_frame(frame)
-    w, h = spec.size
+    w, h = check_spec(spec).size
     left, top, nw, nh = spec.geometry(frame.shape[1], frame.shape[0])
     resized = _resize(frame, nw, nh, spec.interp)
     canvas = np.full((h, w, 3), float(spec.pad), dtype=np.float32)
@@ -175,8 +183,9 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None =
     fall back to the numpy `preprocess_reference`, which copies.
     """
     check_frame(frame)
-    if not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise EdgeSDKError(f"preprocess threads: expected an int >= 1, got {threads!r}")
+    check_spec(spec)
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise EdgeSDKError(f"preprocess threads: expected an int in 1..{MAX_THREADS}, got {threads!r}")
     if out is None:
         out = np.empty(spec.output_shape, dtype=spec.dtype)
     native = _native_module()

@@ -315,7 +315,10 @@ class Model:
         rel = self.manifest.get("labels")
         if not rel:
             return None
-        return (self.root / rel).read_text().splitlines()
+        try:
+            return (self.root / rel).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:  # only when loaded with verify=False
+            raise BundleError(f"{self.root}: cannot read the labels file {rel}: {e}") from None
 
     # ---------------------------------------------------------------- running
 

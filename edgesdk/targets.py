@@ -10,6 +10,7 @@ from typing import Any
 
 from .backends.base import PRECISIONS, ShapeRange
 from .errors import EdgeSDKError, TargetError
+from .postprocess import check_params
 from .preprocess import PreprocessSpec
 
 try:
@@ -72,8 +73,28 @@ def _unknown(src, table: str, got: dict, known: set) -> None:
         raise _fail(src, f"unknown key {where}{extra[0]!r}; known keys: {', '.join(sorted(known))}")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _table(src, data: dict, key: str) -> dict:
+    """A sub-table of the profile ({} when absent); a value of another type is an error naming the key."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(src, f"{key} must be a table ([{key}] with keys below it), got {type(value).__name__} {value!r}")
+    return value
+
+
+def _number(src, where, value, lo, hi):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi):
+        raise _fail(src, f"{where} must be a number in [{lo}, {hi}], got {value!r}")
+    return value
+
+
 def _dims(src, where, value) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(d, int) and d > 0 for d in value):
+    if not isinstance(value, list) or not value or not all(_is_int(d) and d > 0 for d in value):
         raise _fail(src, f"{where}: expected a list of positive integers, got {value!r}")
     return tuple(value)
 
@@ -91,8 +112,11 @@ def parse_profile(data: dict, src: str) -> TargetProfile:
     for key in ("name", "engine", "precision", "arch"):
         if key not in data:
             raise _fail(src, f"missing required key {key!r}")
+    for key in ("name", "description"):
+        if key in data and (not isinstance(data[key], str) or (key == "name" and not data[key])):
+            raise _fail(src, f"{key} must be a{' non-empty' if key == 'name' else ''} string, got {data[key]!r}")
     shapes, ranges = {}, {}
-    for name, spec in (data.get("inputs") or {}).items():
+    for name, spec in _table(src, data, "inputs").items():
         if not isinstance(spec, dict):
             raise _fail(src, f"[inputs.{name}] must be a table with shape = [...] or min/opt/max")
         _unknown(src, f"inputs.{name}", spec, {"shape", "min", "opt", "max"})
@@ -113,14 +137,28 @@ def parse_profile(data: dict, src: str) -> TargetProfile:
             pre = PreprocessSpec.from_dict(data["preprocess"])
         except EdgeSDKError as e:
             raise _fail(src, f"[preprocess] {e}") from None
-    post = dict(data.get("postprocess") or {"kind": "none"})
+    post = dict(_table(src, data, "postprocess") or {"kind": "none"})
     _choice(src, "[postprocess] kind", post.get("kind", "none"), POSTPROCESS)
-    validate = dict(data.get("validate") or {})
+    try:
+        check_params(post.get("kind", "none"), post)
+    except EdgeSDKError as e:
+        raise _fail(src, f"[postprocess] {e}") from None
+    validate = dict(_table(src, data, "validate"))
     _unknown(src, "validate", validate, _VALIDATE_KEYS)
-    quantize = dict(data.get("quantize") or {})
+    _number(src, "[validate] min_cosine", validate.get("min_cosine"), -1.0, 1.0)
+    _number(src, "[validate] min_top1", validate.get("min_top1"), 0.0, 1.0)
+    quantize = dict(_table(src, data, "quantize"))
     _unknown(src, "quantize", quantize, _QUANTIZE_KEYS)
+    if quantize:
+        from .quantize import QuantizeSettings
+
+        try:  # the values, checked by the code that uses them
+            QuantizeSettings.from_profile(quantize)
+        except EdgeSDKError as e:
+            raise _fail(src, str(e)) from None
+    engine_options = dict(_table(src, data, "engine_options"))  # keys: checked by the engine's backend
     threads, streams = data.get("threads", 0), data.get("streams", 1)
-    if not isinstance(threads, int) or threads < 0 or not isinstance(streams, int) or streams < 1:
+    if not _is_int(threads) or threads < 0 or not _is_int(streams) or streams < 1:
         raise _fail(src, f"threads must be an integer >= 0 and streams >= 1, got {threads!r}, {streams!r}")
     return TargetProfile(
         name=str(data["name"]),
@@ -129,13 +167,15 @@ def parse_profile(data: dict, src: str) -> TargetProfile:
         arch=_choice(src, "arch", data["arch"], ARCHES),
         threads=threads, streams=streams, description=str(data.get("description", "")),
         shapes=shapes, ranges=ranges, preprocess=pre, postprocess=post, validate=validate,
-        quantize=quantize, engine_options=dict(data.get("engine_options") or {}), source=src,
+        quantize=quantize, engine_options=engine_options, source=src,
     )
 
 
 def load_target(name_or_path: str | Path) -> TargetProfile:
     """A built-in profile by name (targets/NAME.toml) or a user's .toml file."""
     p = Path(name_or_path)
+    if p.suffix == ".toml" and p.is_dir():
+        raise TargetError(f"{p}: is a directory, expected a .toml profile")
     if p.suffix != ".toml":
         p = TARGETS_DIR / f"{name_or_path}.toml"
         if not p.is_file():

@@ -29,7 +29,11 @@ class TensorInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorInfo":
-        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+        name, shape, dtype = d["name"], d["shape"], d["dtype"]
+        if not (isinstance(name, str) and isinstance(dtype, str) and isinstance(shape, (list, tuple))
+                and all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in shape)):
+            raise ValueError(f"tensor {d!r}: expected a name, a shape of ints or dim names, and a dtype")
+        return cls(name, tuple(shape), dtype)
 
     @property
     def is_static(self) -> bool:
@@ -109,6 +113,8 @@ class Artifact:
     def load(cls, root: str | Path) -> "Artifact":
         from ..errors import BundleError
 
+        if not Path(root).is_dir():
+            raise BundleError(f"{root}: no such artifact directory")
         p = Path(root) / ARTIFACT_FILE
         try:
             d = json.loads(p.read_text())
@@ -116,7 +122,10 @@ class Artifact:
             raise BundleError(f"{p}: no artifact description (was this directory written by convert?)") from None
         except (OSError, ValueError) as e:
             raise BundleError(f"{p}: unreadable artifact description: {e}") from None
-        return cls.from_dict(d, Path(root))
+        try:
+            return cls.from_dict(d, Path(root))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BundleError(f"{p}: malformed artifact description ({type(e).__name__}: {e})") from None
 
 
 @runtime_checkable

@@ -293,9 +293,10 @@ class OpenVINOBackend:
 # ---------------------------------------------------------------------------- session (device side)
 
 def _shared_tensor(ov, a: np.ndarray):
-    """An ov.Tensor over the array's own memory; only a non-contiguous array is copied (OpenVINO needs C order)."""
-    if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)
+    """An ov.Tensor over the array's own memory; only a non-contiguous array is copied (OpenVINO needs C order),
+    or a read-only one (np.frombuffer of bytes, a memory-mapped file), which ov.Tensor refuses to share."""
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        a = np.array(a, order="C")
     return ov.Tensor(a, shared_memory=True)
 
 

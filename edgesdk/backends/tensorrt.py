@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import hashlib
 import json
-import os
 import shlex
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_bytes
 from ..bundle import sha256_file
 from ..errors import BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
 from .base import Artifact, ConvertOptions, ShapeRange, TensorInfo
@@ -314,7 +314,9 @@ def plan_mismatch(sidecar: dict | None, key: PlanKey) -> str | None:
 
 
 def cached_plan(engines_dir: Path, key: PlanKey) -> tuple[Path, str | None]:
-    """The plan path for `key` and None if it may be loaded as is, or the reason it must be (re)built."""
+    """The plan path for `key` and None if it may be loaded as is, or the reason it must be (re)built.
+    The plan must hash to the sha256 its sidecar records: the two files are replaced one after the
+    other, so a process killed between the two renames leaves a pair that does not belong together."""
     plan = Path(engines_dir) / key.filename
     if not plan.is_file() or plan.stat().st_size == 0:
         return plan, "not built yet"
@@ -322,27 +324,22 @@ def cached_plan(engines_dir: Path, key: PlanKey) -> tuple[Path, str | None]:
         sidecar = json.loads(plan.with_suffix(".json").read_text())
     except (OSError, ValueError):
         sidecar = None
-    return plan, plan_mismatch(sidecar, key)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if not isinstance(sidecar, dict):
+        sidecar = None
+    reason = plan_mismatch(sidecar, key)
+    if reason is None and sidecar.get("plan_sha256") != sha256_file(plan):
+        reason = "the plan does not match the sha256 in its sidecar (an interrupted write or a modified file)"
+    return plan, reason
 
 
 def store_plan(plan_path: Path, plan: bytes, key: PlanKey, config: BuildConfig) -> None:
-    """Write plan and sidecar atomically; the sidecar goes last, so a plan without one is never trusted."""
-    _write_atomic(plan_path, plan)
-    sidecar = dict(key.to_dict(), precision=config.precision,
+    """Write plan and sidecar, each atomically; the sidecar (last) carries the plan's sha256, so a plan
+    whose sidecar is missing or from another write is never loaded."""
+    sidecar = dict(key.to_dict(), plan_sha256=hashlib.sha256(plan).hexdigest(), precision=config.precision,
                    profiles=config.to_dict()["profiles"], dla_core=config.dla_core)
-    _write_atomic(plan_path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
+    sidecar = json.dumps(sidecar, indent=2).encode()  # ready before the plan goes in: the torn window stays short
+    write_bytes(plan_path, plan)
+    write_bytes(plan_path.with_suffix(".json"), sidecar)
 
 
 # ---------------------------------------------------------------------------- device probes
@@ -553,7 +550,7 @@ def build_plan(onnx_path: Path, config: BuildConfig, timing_cache: Path | None =
     if plan is None:
         raise ConversionError(f"{onnx_path}: TensorRT failed to build an engine (see TensorRT's log above)")
     if timing_cache is not None:
-        _write_atomic(timing_cache, bytes(cfg.get_timing_cache().serialize()))
+        write_bytes(timing_cache, bytes(cfg.get_timing_cache().serialize()))
     return bytes(plan)
 
 

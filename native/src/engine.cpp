@@ -2,6 +2,7 @@
 // OpenVINO engine library (kept out of this library so it loads where OpenVINO is absent).
 #include <dlfcn.h>
 
+#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -44,6 +45,31 @@ bool Tensor::contiguous() const {
     want *= shape[i];
   }
   return true;
+}
+
+void Tensor::copy_to(void* dst) const {
+  const size_t item = element_size(type);
+  const size_t n = count();
+  if (n == 0) return;
+  if (contiguous()) {
+    std::memcpy(dst, data, n * item);
+    return;
+  }
+  // Walk the destination in C order with an index per dim; the source offset follows the strides.
+  const size_t rank = shape.size();
+  std::vector<int64_t> idx(rank, 0);
+  const auto* src = static_cast<const uint8_t*>(data);
+  auto* out = static_cast<uint8_t*>(dst);
+  int64_t offset = 0;
+  for (size_t k = 0; k < n; ++k) {
+    std::memcpy(out + k * item, src + offset, item);
+    for (size_t d = rank; d-- > 0;) {
+      offset += strides[d];
+      if (++idx[d] < shape[d]) break;
+      offset -= strides[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
 }
 
 std::unique_ptr<EngineState> EngineModel::new_state() const { return make_state(shared_from_this()); }

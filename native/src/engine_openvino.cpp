@@ -161,10 +161,9 @@ class OvState final : public EngineState {
     try {
       if (t.contiguous()) {  // read in place
         req_.set_input_tensor(p.index, ov::Tensor(to_ov(t.type), to_shape(t.shape), t.data));
-      } else {  // OpenVINO wants C order: a strided view is copied into this state's tensor
-        ov::Tensor view(to_ov(t.type), to_shape(t.shape), t.data, ov::Strides(t.strides.begin(), t.strides.end()));
+      } else {  // OpenVINO wants C order (its strided tensors take no negative or Fortran strides): copied here
         ov::Tensor& own = own_tensor(index, t.shape);
-        view.copy_to(own);
+        t.copy_to(own.data());
         count_copy(t.count() * element_size(t.type));
         req_.set_input_tensor(p.index, own);
       }

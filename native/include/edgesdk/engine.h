@@ -60,6 +60,7 @@ struct Tensor {
 
   size_t count() const;
   bool contiguous() const;  // C order, no gaps
+  void copy_to(void* dst) const;  // into C-order memory of count() elements; any strides (negative too)
 };
 
 class EngineState;
