@@ -362,12 +362,57 @@ static void test_openvino() {
   CHECK(throws<EngineUnavailable>([&] { open_openvino(device); }, "NO_SUCH_DEVICE"));
 }
 
+// Tensor::copy_to: any strides (Fortran order, reversed dims, broadcast) into C order.
+static void test_tensor_copy_to() {
+  std::vector<int32_t> src(24);
+  for (int i = 0; i < 24; ++i) src[i] = i;  // C order [2, 3, 4]
+  auto c_order = [&](int a, int b, int c) { return src[(a * 3 + b) * 4 + c]; };
+  Tensor t;
+  t.type = ElementType::I32;
+  t.data = src.data();
+  t.shape = {2, 3, 4};
+  t.strides = {48, 16, 4};
+  std::vector<int32_t> out(24, -1);
+  t.copy_to(out.data());
+  CHECK(out == src);
+  // the same values reversed along every dim: data points at the last element, strides negative
+  t.data = src.data() + 23;
+  t.strides = {-48, -16, -4};
+  t.copy_to(out.data());
+  bool reversed = true;
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 3; ++b)
+      for (int c = 0; c < 4; ++c) reversed = reversed && out[(a * 3 + b) * 4 + c] == c_order(1 - a, 2 - b, 3 - c);
+  CHECK(reversed);
+  // a transposed view [4, 3, 2] of the same memory (what a Fortran-order array looks like)
+  t.data = src.data();
+  t.shape = {4, 3, 2};
+  t.strides = {4, 16, 48};
+  CHECK(!t.contiguous());
+  t.copy_to(out.data());
+  bool transposed = true;
+  for (int c = 0; c < 4; ++c)
+    for (int b = 0; b < 3; ++b)
+      for (int a = 0; a < 2; ++a) transposed = transposed && out[(c * 3 + b) * 2 + a] == c_order(a, b, c);
+  CHECK(transposed);
+  // a broadcast row (stride 0) and an empty tensor
+  t.shape = {3, 4};
+  t.strides = {0, 4};
+  t.copy_to(out.data());
+  CHECK(out[0] == 0 && out[4] == 0 && out[8] == 0 && out[11] == 3);
+  t.shape = {0, 4};
+  out[0] = -7;
+  t.copy_to(out.data());
+  CHECK(out[0] == -7);
+}
+
 int main() {
   char tmpl[] = "/tmp/edgesdk-engine-XXXXXX";
   if (!mkdtemp(tmpl)) return 2;
   g_dir = tmpl;
   const std::vector<std::string> built = engines();
   auto has = [&](const char* e) { return std::find(built.begin(), built.end(), e) != built.end(); };
+  test_tensor_copy_to();
   if (has("ncnn")) {
     test_ncnn();
     test_ncnn_padded_channels();
