@@ -528,9 +528,16 @@ def _write_tar(bundle: Path) -> Path:
     import os
     import tarfile
 
+    from .atomic import clean_leftovers, temp_name
+
     dest = bundle.with_name(bundle.name + ".tar.gz")
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tf:
-        tf.add(bundle, arcname=bundle.name)
-    os.replace(tmp, dest)
+    clean_leftovers(dest)
+    tmp = dest.with_name(temp_name(dest))
+    try:
+        with tarfile.open(tmp, "w:gz") as tf:
+            tf.add(bundle, arcname=bundle.name)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return dest

@@ -5,7 +5,6 @@ CI runs a few kills per writer; EDGESDK_KILL_ITERATIONS (e.g. 100) runs a longer
 EDGESDK_KILL_SEED replays one. The seed is in every failure message.
 """
 import hashlib
-import json
 import os
 import random
 import re
@@ -13,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -64,12 +64,26 @@ def check_bundle(path: Path) -> bytes:
     return (path / MANIFEST).read_bytes()
 
 
+def tar_manifest(tar: Path) -> bytes:
+    """The manifest inside a bundle archive, after reading every member to the end (a torn archive fails)."""
+    manifest = None
+    with tarfile.open(tar) as tf:
+        for m in tf.getmembers():
+            if m.isfile():
+                data = tf.extractfile(m).read()
+                assert len(data) == m.size
+                if m.name == f"{tar.name[:-len('.tar.gz')]}/{MANIFEST}":
+                    manifest = data
+    assert manifest is not None, f"{tar}: no {MANIFEST}"
+    return manifest
+
+
 @pytest.mark.slow
 def test_package_killed_at_random_points_leaves_old_or_new_bundle(tmp_path, effnet_onnx, calib_dir):
     parent = tmp_path / "bundles"
     out = parent / "effnet"
     cmd = [sys.executable, "-m", "edgesdk", "package", str(effnet_onnx), "--target", "x86-onnxruntime",
-           "--out", str(out), "--calib", str(calib_dir)]
+           "--out", str(out), "--calib", str(calib_dir), "--tar"]
     work = tmp_path / "tmp"  # the pipeline's scratch files (system temp dir) of killed runs land here
     work.mkdir()
     env = dict(ENV, TMPDIR=str(work))
@@ -78,6 +92,9 @@ def test_package_killed_at_random_points_leaves_old_or_new_bundle(tmp_path, effn
     assert sigkill_after(cmd, 600, env=env) == 0
     full = time.perf_counter() - t
     current = check_bundle(out)
+    tar = parent / "effnet.tar.gz"
+    assert tar_manifest(tar) == current
+    seen = {current}
     rng = random.Random(SEED)
     outcomes = []
     for i in range(ITERATIONS):
@@ -86,23 +103,26 @@ def test_package_killed_at_random_points_leaves_old_or_new_bundle(tmp_path, effn
         where = f"seed {SEED}, iteration {i}, killed after {delay:.2f} s of a {full:.2f} s run (exit {code})"
         visible = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
         hidden = [p.name for p in parent.iterdir() if p.name.startswith(".")]
-        assert visible == ["effnet"], where  # an old bundle is never lost, not even for a moment
-        assert all(leftover_pattern("effnet").fullmatch(h) for h in hidden), (hidden, where)
+        assert visible == ["effnet", "effnet.tar.gz"], where  # an old bundle is never lost, not even for a moment
+        assert all(leftover_pattern("effnet").fullmatch(h) or leftover_pattern(tar.name).fullmatch(h)
+                   for h in hidden), (hidden, where)
         manifest = check_bundle(out)
+        seen.add(manifest)
+        assert tar_manifest(tar) in seen, where  # the archive is whole, of this bundle or an earlier one
         if manifest == current:
             assert code != 0, f"a run that finished left the old bundle; {where}"
             outcomes.append("old")
-        else:
-            assert json.loads(manifest)["schema"] == 1, where
+        else:  # complete: check_bundle verified every file's sha256 and replayed the golden samples
             outcomes.append("new" if code else "finished")
             current = manifest
-    print(f"kills: {outcomes} (seed {SEED}, full run {full:.2f} s)")
+    print(f"kills: {outcomes} (seed {SEED}, full run {full:.2f} s); scratch dirs left in the system temp dir "
+          f"by killed runs: {len(list(work.iterdir()))}")
     assert outcomes.count("old") + outcomes.count("new") >= ITERATIONS // 2  # most runs were really killed
 
     # the next run cleans what the killed ones left beside the bundle
     assert sigkill_after(cmd, 600, env=env) == 0
-    assert sorted(p.name for p in parent.iterdir()) == ["effnet"]
-    check_bundle(out)
+    assert sorted(p.name for p in parent.iterdir()) == ["effnet", "effnet.tar.gz"]
+    assert tar_manifest(tar) == check_bundle(out)
 
 
 KILLED_IN_THE_SWAP = """
