@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgeSDKError, ModelError
-from .model import DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, type_name
+from .model import DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, oversized_input, type_name
 
 BACKENDS = ("ncnn", "openvino", "tensorrt", "onnxruntime")
 ENGINE = {"ncnn": "pnnx/ncnn", "openvino": "OpenVINO", "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
@@ -281,7 +281,11 @@ def check_compat(
     inlined, calls = _model_ops(model, inline=True), _model_ops(model, inline=False)
     ops = {b: inlined if b in INLINES_FUNCTIONS else calls for b in BACKENDS}
     opsets = {("" if o.domain in DEFAULT_DOMAINS else o.domain): int(o.version) for o in model.opset_import}
-    probes = _run_probes(model, model_path, inputs, ops) if probe else {}
+    probes = {}
+    if probe:  # an engine asked about an input too big to build would try to allocate it
+        too_big = oversized_input(model, shapes)
+        probes = ({b: f"not probed: {too_big[1]}" for b in BACKENDS} if too_big
+                  else _run_probes(model, model_path, inputs, ops))
 
     report = {}
     for b in BACKENDS:

@@ -144,9 +144,9 @@ def fix_input_shapes(model, shapes: dict[str, tuple[int, ...]], source: str | Pa
 MAX_INPUT_BYTES = 2 << 30  # engines index tensors with 32-bit sizes; no edge model takes inputs this big
 
 
-def check_input_sizes(model, shapes: dict | None = None, ranges: dict | None = None, source: str | Path = "model"):
-    """ModelError naming the input when one would be over MAX_INPUT_BYTES at the shape this build uses
-    (a fixed shape given, else its max range, else its declared dims): refused before anything allocates it."""
+def oversized_input(model, shapes: dict | None = None, ranges: dict | None = None) -> tuple[str, str] | None:
+    """(name, what is wrong) of an input that would be over MAX_INPUT_BYTES at the shape a build uses (a
+    fixed shape given, else its max range, else its declared dims); None when all fit. Nothing is allocated."""
     import numpy as np
 
     shapes, ranges = shapes or {}, ranges or {}
@@ -161,9 +161,18 @@ def check_input_sizes(model, shapes: dict | None = None, ranges: dict | None = N
             itemsize = 1
         nbytes = math.prod(shape) * itemsize
         if nbytes > MAX_INPUT_BYTES:
-            raise ModelError(f"{source}: input {name!r} of shape {list(shape)} would take {nbytes / (1 << 30):.1f} GiB, "
-                             f"over the {MAX_INPUT_BYTES >> 30} GiB edgesdk builds for; give a smaller shape with --shape "
-                             f"{name}=... or the profile's [inputs] (a dynamic input), or export a smaller model")
+            return name, (f"input {name!r} of shape {list(shape)} would take {nbytes / (1 << 30):.1f} GiB, "
+                          f"over the {MAX_INPUT_BYTES >> 30} GiB edgesdk builds for")
+    return None
+
+
+def check_input_sizes(model, shapes: dict | None = None, ranges: dict | None = None, source: str | Path = "model"):
+    """ModelError naming the input (see oversized_input): refused before anything allocates it."""
+    found = oversized_input(model, shapes, ranges)
+    if found:
+        name, problem = found
+        raise ModelError(f"{source}: {problem}; give a smaller shape with --shape {name}=... or the profile's "
+                         "[inputs] (a dynamic input), or export a smaller model")
 
 
 # ---------------------------------------------------------------------------- census, params, FLOPs
