@@ -261,32 +261,39 @@ def test_rgb_frames_through_the_binding():
 
 def test_gil_released_during_the_kernel():
     """While one thread is inside a long native call, another thread runs Python code: ticks
-    time-stamped by the main thread fall inside the call's window (with the GIL held, none could)."""
+    time-stamped by the main thread fall inside the call's window. With the GIL held for the call
+    none could, so one tick is proof; a few attempts only absorb a busy machine not scheduling the
+    main thread for that long."""
     import time
 
     frame = random_frame(np.random.default_rng(8), 1080, 1920)
     spec = PreprocessSpec(size=(2048, 2048), resize="letterbox", std=(255.0,) * 3)
     out = np.empty(spec.output_shape, np.float32)
     preprocess(frame, spec, out)  # touch the pages first
-    window = []
-    started = threading.Event()
+    seen = []
+    for _ in range(5):
+        window = []
+        started = threading.Event()
 
-    def work():
-        started.set()
-        t0 = time.perf_counter()
-        preprocess(frame, spec, out)
-        window.extend([t0, time.perf_counter()])
+        def work():
+            started.set()
+            t0 = time.perf_counter()
+            preprocess(frame, spec, out, threads=1)
+            window.extend([t0, time.perf_counter()])
 
-    t = threading.Thread(target=work)
-    t.start()
-    started.wait()
-    ticks = []
-    while t.is_alive():
-        ticks.append(time.perf_counter())
-    t.join()
-    t0, t1 = window
-    inner = [x for x in ticks if t0 + 0.25 * (t1 - t0) < x < t1 - 0.25 * (t1 - t0)]
-    assert len(inner) > 10, f"{len(inner)} ticks in the middle of a {(t1 - t0) * 1e3:.1f} ms native call"
+        t = threading.Thread(target=work)
+        t.start()
+        started.wait()
+        ticks = []
+        while t.is_alive():
+            ticks.append(time.perf_counter())
+        t.join()
+        t0, t1 = window
+        inner = [x for x in ticks if t0 + 0.25 * (t1 - t0) < x < t1 - 0.25 * (t1 - t0)]
+        seen.append(f"{len(inner)} in {(t1 - t0) * 1e3:.1f} ms")
+        if inner:
+            return
+    pytest.fail(f"no tick in the middle of the native call in any attempt: {seen}")
 
 
 def test_public_api_and_fallback(monkeypatch):
