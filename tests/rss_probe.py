@@ -3,7 +3,7 @@
 Run by tests/test_concurrency.py in a process of its own, so nothing else allocates beside the
 model; prints one JSON line {"rss_first": bytes, "rss_total": bytes, "native": bool, ...}.
 
-    python tests/rss_probe.py BUNDLE IMAGE... [--native auto|yes|no] [--first 1000] [--total 10000]
+    python tests/rss_probe.py BUNDLE IMAGE... [--native auto|yes|no] [--threads N] [--first 1000] [--total 10000]
 """
 import argparse
 import gc
@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     ap.add_argument("bundle")
     ap.add_argument("images", nargs="+")
     ap.add_argument("--native", choices=("auto", "yes", "no"), default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="engine threads (default: the bundle's)")
     ap.add_argument("--first", type=int, default=1000)
     ap.add_argument("--total", type=int, default=10000)
     args = ap.parse_args(argv)
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
 
     frames = [read_image(p) for p in args.images]
     native = {"auto": None, "yes": True, "no": False}[args.native]
-    with edgesdk.load(args.bundle, native=native) as model:
+    with edgesdk.load(args.bundle, native=native, threads=args.threads) as model:
         counts, sizes = (args.first, args.total), []
         done = 0
         for count in counts:
