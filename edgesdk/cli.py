@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=8, help="photos to classify")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("validate", help="re-check a converted directory against its reference ONNX")
+    s = sub.add_parser("validate", help="re-check a converted directory against its reference ONNX, or a bundle against its golden samples")
     s.add_argument("path")
     s.add_argument("--images", metavar="DIR")
     s.add_argument("--samples", type=int, default=8)

@@ -293,10 +293,22 @@ def stderr_progress(msg: str) -> None:
 
 def validate_artifact(path: str | Path, images: str | Path | None = None, samples: int = 8,
                       threads: int | None = None) -> ParityReport:
-    """Re-check a converted directory against the reference ONNX it was built from."""
+    """Re-check a converted directory against the reference ONNX it was built from, or a bundle
+    (which carries no ONNX) by replaying its golden samples: reference outputs on real images."""
     from .backends.onnxruntime import reference_session
+    from .bundle import MANIFEST
 
     path = Path(path)
+    if (path / MANIFEST).is_file() or path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        if images:
+            raise EdgeSDKError(f"{path}: a bundle carries no reference model to run new images through; "
+                               "--images needs the directory `edgesdk convert` wrote")
+        from .runtime import load
+
+        with load(path, threads=threads) as model:
+            report = model.check()
+        report.notes.append("bundle: its golden samples replayed against their reference outputs")
+        return report
     artifact = Artifact.load(path)
     reference = path / REFERENCE_FILE
     if not reference.is_file():

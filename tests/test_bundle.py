@@ -61,6 +61,38 @@ def test_tar(bundles):
         assert f"rpi5/{MANIFEST}" in tf.getnames()
 
 
+def test_validate_cli_on_a_bundle_replays_golden_samples(bundles, tmp_path):
+    """`edgesdk validate BUNDLE --json` (the public contract): the golden samples against the engine;
+    a tampered golden output makes it fail with exit 3."""
+    import shutil
+
+    def validate(path, *extra):
+        return subprocess.run([sys.executable, "-m", "edgesdk", "validate", str(path), *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    res = validate(bundles["x86-openvino"], "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert {"cosine_min", "max_abs", "top1_agreement", "passed"} <= set(report)
+    assert report["passed"] and report["cosine_min"] > 0.9999 and report["top1_agreement"] == 1.0
+    assert validate(bundles["rpi5"].with_name("rpi5.tar.gz"), "--json").returncode == 0
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundles["x86-onnxruntime"], copy)
+    m = json.loads((copy / MANIFEST).read_text())
+    golden = copy / m["golden"][0]["outputs"]["logits"]
+    np.save(golden, -np.load(golden))  # a wrong reference output, re-hashed so only the parity check can catch it
+    from edgesdk.bundle import sha256_file
+
+    m["files"] = {k: (sha256_file(copy / k) if k == m["golden"][0]["outputs"]["logits"] else v)
+                  for k, v in m["files"].items()}
+    (copy / MANIFEST).write_text(json.dumps(m))
+    res = validate(copy, "--json")
+    assert res.returncode == 3 and json.loads(res.stdout)["passed"] is False
+    res = validate(copy, "--images", tmp_path)
+    assert res.returncode == 2 and "no reference model" in res.stderr
+
+
 def test_tampered_byte_refused_naming_file(bundles, tmp_path):
     import shutil
 
