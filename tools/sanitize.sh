@@ -28,7 +28,8 @@ args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g
       "-DCMAKE_EXE_LINKER_FLAGS=$SAN" "-DCMAKE_MODULE_LINKER_FLAGS=$SAN" "-DCMAKE_SHARED_LINKER_FLAGS=$SAN")
 ncnn="${EDGESDK_NCNN_PREFIX:-}"
 if [ -z "$ncnn" ]; then
-  ncnn="$(tools/build_ncnn.sh)" || { echo "sanitize: ncnn's C++ library did not build; engine tests skip ncnn" >&2; ncnn=""; }
+  ncnn="$(tools/build_ncnn.sh)" \
+    || { echo "sanitize: ncnn's C++ library did not build; engine tests skip ncnn" >&2; ncnn=""; }
 fi
 [ -n "$ncnn" ] && args+=("-Dncnn_DIR=$ncnn/lib/cmake/ncnn")
 ov="$("$PYTHON" -c 'import openvino.utils as u; print(u.get_cmake_path())' 2>/dev/null || true)"
