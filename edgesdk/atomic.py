@@ -94,20 +94,27 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temp file beside `path`, then rename it into place."""
+@contextmanager
+def staged_file(path: str | Path):
+    """Yield a temp path beside `path` for the block to write; when the block succeeds it is renamed
+    over `path`, so readers (and a process killed half-way) see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)
     tmp = path.with_name(temp_name(path))
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
-    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (see staged_file)."""
+    with staged_file(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+    return Path(path)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import BundleError, EdgeSDKError
 
 SCHEMA = 1
@@ -168,10 +169,7 @@ def write_manifest(root: Path, data: dict[str, Any]) -> Path:
         if p.is_file() and p.name != MANIFEST:
             files[p.relative_to(root).as_posix()] = sha256_file(p)
     data = {**data, "schema": SCHEMA, "files": files}
-    tmp = root / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, root / MANIFEST)
-    return root / MANIFEST
+    return write_bytes(root / MANIFEST, json.dumps(data, indent=2, sort_keys=False).encode())
 
 
 def save_golden(root: Path, feeds: list[dict[str, np.ndarray]], outputs: list[dict[str, np.ndarray]]) -> list[dict]:
@@ -255,10 +253,7 @@ def sign_bundle(root: Path, private_key) -> Path:
     """Sign manifest.json (which holds every file's sha256, so the signature covers the whole bundle)."""
     key = _load_key(private_key, private=True)
     sig = key.sign((Path(root) / MANIFEST).read_bytes())
-    tmp = Path(root) / f".{SIGNATURE}.tmp"
-    tmp.write_bytes(sig)
-    os.replace(tmp, Path(root) / SIGNATURE)
-    return Path(root) / SIGNATURE
+    return write_bytes(Path(root) / SIGNATURE, sig)
 
 
 def verify_signature(root: Path, trusted_keys) -> None:

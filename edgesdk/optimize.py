@@ -3,15 +3,14 @@
 Build side: imports onnx and onnxslim (lazily). The steps: load + check, fix the named inputs'
 dims, shape inference, onnxslim (constant folding, which also turns Paddle's Constant-node
 weights into initializers, dead-node removal, fusions), shape inference again, checker, atomic save.
-save_model_atomically writes ONNX files the way edgesdk.atomic writes everything else.
+save_model_atomically writes ONNX files through edgesdk.atomic, like every other write.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import clean_leftovers, staged_dir, temp_name  # noqa: F401  (staged_dir: the converters' import)
+from .atomic import staged_file
 from .errors import ConversionError, EdgeSDKError, ModelError
 from .model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model
 
@@ -104,16 +103,9 @@ def save_model_atomically(model, path: str | Path) -> Path:
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(path)
-    tmp = path.with_name(temp_name(path))  # created by onnx.save with the usual umask permissions
-    try:
+    with staged_file(path) as tmp:  # created by onnx.save with the usual umask permissions
         try:
             onnx.save(model, tmp)
         except ValueError as e:  # protobuf's 2 GB limit
             raise ModelError(f"{path}: cannot write the model: {e}") from e
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -201,7 +201,8 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
     a profile's [quantize] table), or raises ParityError and writes nothing."""
     from .compat import check_compat
     from .model import check_input_sizes, infer_shapes, load_model
-    from .optimize import optimize, staged_dir
+    from .atomic import staged_dir
+    from .optimize import optimize
 
     model, out = Path(model), Path(out)
     shapes, ranges = dict(shapes or {}), dict(ranges or {})
@@ -431,7 +432,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     from . import __version__
     from .bundle import MODEL_DIR, save_golden, sha256_file, write_manifest
     from .model import check_input_sizes, load_model
-    from .optimize import staged_dir
+    from .atomic import staged_dir
     from .runtime import Model, engine_version
     from .targets import load_target
 
@@ -537,19 +538,11 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
 
 
 def _write_tar(bundle: Path) -> Path:
-    import os
     import tarfile
 
-    from .atomic import clean_leftovers, temp_name
+    from .atomic import staged_file
 
     dest = bundle.with_name(bundle.name + ".tar.gz")
-    clean_leftovers(dest)
-    tmp = dest.with_name(temp_name(dest))
-    try:
-        with tarfile.open(tmp, "w:gz") as tf:
-            tf.add(bundle, arcname=bundle.name)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with staged_file(dest) as tmp, tarfile.open(tmp, "w:gz") as tf:
+        tf.add(bundle, arcname=bundle.name)
     return dest

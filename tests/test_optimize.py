@@ -9,7 +9,8 @@ import pytest
 from edgesdk.backends.onnxruntime import reference_session
 from edgesdk.errors import ConversionError, ModelError
 from edgesdk.model import dim_values
-from edgesdk.optimize import optimize, staged_dir
+from edgesdk.atomic import staged_dir
+from edgesdk.optimize import optimize
 
 
 def page_input(image, h: int, w: int) -> np.ndarray:

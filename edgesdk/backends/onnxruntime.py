@@ -237,7 +237,8 @@ class OnnxRuntimeBackend:
         `options` are applied by optimize(). int8 on an x86 CPU without VNNI may saturate; the
         engine option reduce_range = true quantizes weights to 7 bits there."""
         from ..model import dim_values, graph_inputs, infer_shapes, io_dicts, load_model
-        from ..optimize import optimize, staged_dir
+        from ..atomic import staged_dir
+        from ..optimize import optimize
 
         options = options or ConvertOptions()
         if options.precision not in self.precisions:

@@ -210,7 +210,7 @@ class OpenVINOBackend:
         others stay dynamic. fp16 stores fp16 weights (compress_to_fp16); the CPU computes in fp32.
         int8 quantizes the IR with NNCF on `options.calibration` (see quantize_int8)."""
         from ..model import fix_input_shapes, graph_inputs, io_dicts, load_model
-        from ..optimize import staged_dir
+        from ..atomic import staged_dir
 
         options = options or ConvertOptions()
         if options.precision not in self.precisions:

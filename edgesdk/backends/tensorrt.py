@@ -773,7 +773,7 @@ class TensorRTBackend:
 
     def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
         """Write model.onnx, build.json and trtexec.sh; the plan itself is built on the device."""
-        from ..optimize import staged_dir
+        from ..atomic import staged_dir
 
         model, out_dir = Path(model), Path(out_dir)
         options = options or ConvertOptions()

@@ -295,7 +295,7 @@ class TritonBackend:
         """Write the model repository: the engine backend converts, Triton's config and README go around it."""
         from . import registry
         from ..model import load_model
-        from ..optimize import staged_dir
+        from ..atomic import staged_dir
         from .tensorrt import onnx_io
 
         model, out_dir = Path(model), Path(out_dir)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import BackendUnavailable, ConversionError, ModelError, UnsupportedOpError
 from ...model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model, op_census, type_name
-from ...optimize import staged_dir
+from ...atomic import staged_dir
 from ..base import Artifact, ConvertOptions, TensorInfo
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -24,13 +24,13 @@ Weights that stay float are written as plain fp32 (4 zero bytes tag, then the fl
 """
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ...atomic import write_bytes
 from ...errors import ConversionError
 from ..base import Artifact, TensorInfo
 
@@ -601,8 +601,8 @@ def quantize(fp32: Artifact, proto, feeds: list[dict[str, np.ndarray]], method: 
         for slot, a in want.items():
             if not np.array_equal(np.asarray(a).ravel(), got[slot]):
                 raise ConversionError(f"ncnn int8: {slot} of layer {layer.name!r} does not read back as written")
-    _write_atomic(param_path, format_param(layers).encode())
-    _write_atomic(bin_path, data)
+    write_bytes(param_path, format_param(layers).encode())
+    write_bytes(bin_path, data)
 
     node_of = {layer: node for node, layer in onnx_map.items()}
     return {
@@ -666,9 +666,3 @@ def _fuse_requantize(layers: list[ParamLayer], weights: list[dict[str, np.ndarra
             layer.params[8] = "101"
             fused.add(layer.name)
     return fused
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
