@@ -282,6 +282,14 @@ def verify_signature(root: Path, trusted_keys) -> None:
 MAX_ARCHIVE_BYTES = 8 << 30
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def is_archive(path: Path) -> bool:
+    """A bundle packed as an archive (package --tar), which load() unpacks with extract_archive."""
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
 def extract_archive(archive: str | Path, dest: str | Path) -> Path:
     """Unpack a bundle .tar.gz into `dest` safely: regular files and directories only, no absolute
     paths, no '..', no links or devices, bounded size. Returns the bundle directory inside `dest`."""

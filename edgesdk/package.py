@@ -199,9 +199,9 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
     here (TensorRT on a workstation) skips validation instead of failing: the device checks it.
     int8 calibrates on `images` and holds the accuracy budget of `quantize` (a QuantizeSettings or
     a profile's [quantize] table), or raises ParityError and writes nothing."""
+    from .atomic import staged_dir
     from .compat import check_compat
     from .model import check_input_sizes, infer_shapes, load_model
-    from .atomic import staged_dir
     from .optimize import optimize
 
     model, out = Path(model), Path(out)
@@ -297,10 +297,10 @@ def validate_artifact(path: str | Path, images: str | Path | None = None, sample
     """Re-check a converted directory against the reference ONNX it was built from, or a bundle
     (which carries no ONNX) by replaying its golden samples: reference outputs on real images."""
     from .backends.onnxruntime import reference_session
-    from .bundle import MANIFEST
+    from .bundle import MANIFEST, is_archive
 
     path = Path(path)
-    if (path / MANIFEST).is_file() or path.name.endswith((".tar.gz", ".tgz", ".tar")):
+    if (path / MANIFEST).is_file() or is_archive(path):
         if images:
             raise EdgeSDKError(f"{path}: a bundle carries no reference model to run new images through; "
                                "--images needs the directory `edgesdk convert` wrote")
@@ -431,8 +431,8 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
 
     from . import __version__
     from .bundle import MODEL_DIR, save_golden, sha256_file, write_manifest
-    from .model import check_input_sizes, load_model
     from .atomic import staged_dir
+    from .model import check_input_sizes, load_model
     from .runtime import Model, engine_version
     from .targets import load_target
 
@@ -447,7 +447,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     proto = load_model(model)
     meta = model_metadata(proto)
     shapes = {**profile.shapes, **(shapes or {})}
-    check_input_sizes(proto, shapes, profile.ranges, source=model)
+    check_input_sizes(proto, shapes, profile.ranges, source=model)  # before the spec is sized from the inputs
     image_list = image_files(calib) if isinstance(calib, (str, Path)) else calib
 
     # preprocessing: explicit argument > profile > the model's own metadata > ImageNet default

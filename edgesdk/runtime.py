@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .backends import registry
 from .backends.base import Artifact
-from .bundle import MODEL_DIR, Manifest, read_manifest
+from .bundle import MODEL_DIR, Manifest, is_archive, read_manifest
 from .errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
 from .preprocess import PreprocessSpec, check_frame
 
@@ -263,7 +263,7 @@ class Model:
             raise
 
     def _open(self, path: Path, threads: int | None, verify: bool, trusted_keys, native: bool | None) -> None:
-        if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        if is_archive(path):
             import tempfile
 
             from .bundle import extract_archive
