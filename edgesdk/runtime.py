@@ -21,7 +21,7 @@ from . import __version__
 from .backends import registry
 from .backends.base import Artifact
 from .bundle import MODEL_DIR, Manifest, is_archive, read_manifest
-from .errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
+from .errors import BackendUnavailable, BundleError, EdgeSDKError
 from .preprocess import PreprocessSpec, check_frame
 
 
@@ -191,12 +191,9 @@ def _ncnn_opener(native, artifact: Artifact):
     except (KeyError, TypeError) as e:
         raise BundleError(f"{artifact.root}: ncnn artifact metadata lacks {e} "
                           "(was it written by the ncnn backend?)") from None
-    # ncnn reads weights without checking their length: an int8 param beside another build's bin
-    # would compute garbage, so its size is checked against the one the int8 writer recorded.
-    want = (meta.get("int8") or {}).get("bin_size") if artifact.precision == "int8" else None
-    if want is not None and Path(weights).is_file() and Path(weights).stat().st_size != want:
-        raise ModelError(f"{weights}: {Path(weights).stat().st_size} bytes where the int8 build wrote {want}; "
-                         f"this weight file does not belong to {Path(param).name}")
+    from .backends.ncnn import check_int8_weights
+
+    check_int8_weights(artifact, Path(param), Path(weights))
     fp16 = artifact.precision == "fp16"
     options = dict(param=param, bin=weights, inputs=inputs, outputs=outputs, fp16=fp16,
                    fp16_arithmetic=fp16 and bool(meta.get("fp16_arithmetic", False)),

@@ -215,6 +215,11 @@ def test_weights_of_another_build_fail_loudly(effnet_int8, fp32, tmp_path):
     # ncnn itself would load the longer fp32 file under the int8 param and compute garbage
     with pytest.raises(ModelError, match="does not belong"):
         NcnnSession(Artifact.load(mixed))
+    from edgesdk.runtime import NativeSession
+
+    if NativeSession.unavailable(Artifact.load(mixed)) is None:  # the native engine checks it the same way
+        with pytest.raises(ModelError, match="does not belong"):
+            NativeSession(Artifact.load(mixed))
     layers = int8.read_param(effnet_int8.path("model.param").read_text())
     data = effnet_int8.path("model.bin").read_bytes()
     with pytest.raises(ConversionError, match="does not match the param file"):

@@ -8,7 +8,17 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from ...errors import ModelError
 from ..base import Artifact, ConvertOptions
+
+
+def check_int8_weights(artifact: Artifact, param: Path, weights: Path) -> None:
+    """ncnn reads weights without checking the file's length, so an int8 param beside a bin of another
+    build would load and compute garbage: the int8 writer recorded the exact size, checked here."""
+    want = (artifact.meta.get("int8") or {}).get("bin_size") if artifact.precision == "int8" else None
+    if want is not None and weights.is_file() and weights.stat().st_size != want:
+        raise ModelError(f"{weights}: {weights.stat().st_size} bytes where the int8 build wrote {want}; "
+                         f"this weight file does not belong to {param.name}")
 
 
 class NcnnBackend:

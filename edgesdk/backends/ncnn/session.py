@@ -12,6 +12,7 @@ import numpy as np
 from ...errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
 from ..base import Artifact, TensorInfo
 from ..onnxruntime import check_feeds, check_threads
+from . import check_int8_weights
 
 SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -90,14 +91,7 @@ class NcnnSession:
         for p in (param, weights):
             if not p.is_file():
                 raise ModelError(f"{p}: ncnn model file not found")
-        # ncnn reads weights without checking the file's length, so an int8 param beside a bin of another
-        # build would load and compute garbage: the writer recorded the exact size.
-        want = meta.get("int8", {}).get("bin_size") if artifact.precision == "int8" else None
-        if want is not None and weights.stat().st_size != want:
-            raise ModelError(
-                f"{weights}: {weights.stat().st_size} bytes where the int8 build wrote {want}; "
-                f"this weight file does not belong to {param.name}"
-            )
+        check_int8_weights(artifact, param, weights)
 
         ncnn = _import_ncnn()
         self._ncnn = ncnn
