@@ -5,7 +5,8 @@ Device side: json, hashlib and numpy only. Layout:
     manifest.json        schema, target, backend, precision, inputs, outputs, preprocess, postprocess,
                          files {relative path: sha256}, versions, validation, benchmark, golden, ...
     model/               the engine artifact (artifact.json + the engine's files)
-    golden/              in_<k>_<input>.npy / out_<k>_<output>.npy: real inputs and the reference outputs
+    golden/              in_<k>_<input>.npy / out_<k>_<output>.npy: real inputs and the reference outputs;
+                         int8 bundles also exp_<k>_<output>.npy: the bundle's own outputs on the build machine
     labels.txt           class names, when the model has them
     report.md            parity table and latency figures for people
 """
@@ -28,6 +29,7 @@ SCHEMA = 1
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 GOLDEN_DIR = "golden"
+_GOLDEN_SIDES = ("inputs", "outputs", "expected")
 REQUIRED_KEYS = ("schema", "target", "backend", "precision", "inputs", "outputs", "preprocess", "postprocess",
                  "files", "versions", "validation", "benchmark", "golden")
 
@@ -71,6 +73,15 @@ class Manifest:
             pairs.append((ins, outs))
         return pairs
 
+    def golden_expected(self) -> list[dict[str, np.ndarray]] | None:
+        """The bundle's own outputs on the golden inputs as the build machine ran them (int8 bundles, when
+        the engine ran there), or None. A device must reproduce these; the int8 error against fp32 is
+        measured at build time and lives in 'validation' and 'quantization'."""
+        samples = self.data["golden"]
+        if not samples or not all("expected" in s for s in samples):
+            return None
+        return [{n: np.load(self.root / p, allow_pickle=False) for n, p in s["expected"].items()} for s in samples]
+
 
 def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
     """Read and check a bundle's manifest; with `verify`, every listed file's sha256 too.
@@ -110,7 +121,7 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
             if sha256_file(p) != digest:
                 raise BundleError(f"{root}: file {rel} does not match its sha256 in the manifest (modified or corrupt)")
     for sample in data["golden"]:
-        for rel in list(sample["inputs"].values()) + list(sample["outputs"].values()):
+        for rel in [p for side in _GOLDEN_SIDES for p in sample.get(side, {}).values()]:
             if _safe_relpath(rel, str(mpath)) not in files:
                 raise BundleError(f"{mpath}: golden file {rel!r} is not covered by 'files'")
     if data.get("labels") is not None and _safe_relpath(data["labels"], str(mpath)) not in files:
@@ -157,8 +168,9 @@ def _check_types(data: dict, mpath: Path) -> None:
     for k, sample in enumerate(data["golden"]):
         if not (isinstance(sample, dict) and all(isinstance(sample.get(side), dict) and all(
                 isinstance(n, str) and isinstance(rel, str) for n, rel in sample[side].items())
-                for side in ("inputs", "outputs"))):
-            raise BundleError(f"{mpath}: golden[{k}] must be {{\"inputs\": {{name: file}}, \"outputs\": {{name: file}}}}")
+                for side in _GOLDEN_SIDES if side != "expected" or side in sample)):
+            raise BundleError(f"{mpath}: golden[{k}] must be {{\"inputs\": {{name: file}}, \"outputs\": {{name: file}}}}"
+                              " (and optionally \"expected\": {name: file})")
 
 
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:
@@ -174,21 +186,22 @@ def write_manifest(root: Path, data: dict[str, Any]) -> Path:
 
 def save_golden(root: Path, feeds: list[dict[str, np.ndarray]], outputs: list[dict[str, np.ndarray]]) -> list[dict]:
     """Write golden samples as .npy files; returns the manifest's 'golden' list."""
-    (root / GOLDEN_DIR).mkdir(parents=True, exist_ok=True)
-    golden = []
-
-    def fname(kind, k, name):
-        return f"{GOLDEN_DIR}/{kind}_{k}_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.npy"
-
-    for k, (f, o) in enumerate(zip(feeds, outputs)):
-        entry = {"inputs": {}, "outputs": {}}
-        for kind, tensors in (("in", f), ("out", o)):
-            for name, arr in tensors.items():
-                rel = fname(kind, k, name)
-                np.save(root / rel, np.ascontiguousarray(arr), allow_pickle=False)
-                entry["inputs" if kind == "in" else "outputs"][name] = rel
-        golden.append(entry)
+    golden = [{} for _ in feeds]
+    add_golden(root, golden, "inputs", feeds)
+    add_golden(root, golden, "outputs", outputs)
     return golden
+
+
+def add_golden(root: Path, golden: list[dict], side: str, tensors: list[dict[str, np.ndarray]]) -> None:
+    """Write one side ('inputs', 'outputs' or 'expected') of every golden sample and name its files."""
+    (root / GOLDEN_DIR).mkdir(parents=True, exist_ok=True)
+    prefix = {"inputs": "in", "outputs": "out", "expected": "exp"}[side]
+    for k, (entry, sample) in enumerate(zip(golden, tensors)):
+        entry[side] = {}
+        for name, arr in sample.items():
+            rel = f"{GOLDEN_DIR}/{prefix}_{k}_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.npy"
+            np.save(root / rel, np.ascontiguousarray(arr), allow_pickle=False)
+            entry[side][name] = rel
 
 
 # ---------------------------------------------------------------------------- signatures (ed25519)

@@ -430,7 +430,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     import onnx
 
     from . import __version__
-    from .bundle import MODEL_DIR, save_golden, sha256_file, write_manifest
+    from .bundle import MODEL_DIR, add_golden, save_golden, sha256_file, write_manifest
     from .atomic import staged_dir
     from .model import check_input_sizes, load_model
     from .runtime import Model, engine_version
@@ -524,6 +524,8 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             _say(progress, "benchmark on this machine")
             frames = ([read_image(p) for p in (image_list or [])[:4]] if spec else None) or None
             with Model(stage, threads=threads or profile.threads or None) as m:
+                if profile.precision == "int8":  # what a device must reproduce: see Model.check
+                    add_golden(stage, golden, "expected", [m.infer(ins) for ins, _ in m.manifest.golden_pairs()])
                 manifest["benchmark"] = _host_benchmark(m, frames or [])
             latencies = manifest["benchmark"].pop("latencies_ms", None)
         (stage / "report.md").write_text(_report_md(manifest, latencies))
