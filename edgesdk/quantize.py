@@ -114,13 +114,17 @@ class BudgetCheck:
     cosine_min: float
     top1_drop: float | None  # None: no classifier-shaped output
     passed: bool
+    # fp32's logit gap between its class and int8's, per image whose top-1 changed: a gap near 0 is a
+    # photo fp32 itself barely decides, which any rounding flips (benchmarks/bench_int8_agreement.py)
+    flip_gaps: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     def describe(self) -> str:
         drop = "" if self.top1_drop is None else f"top-1 drop {self.top1_drop:.3f}, "
-        return f"{drop}cosine min {self.cosine_min:.4f} on {self.samples} images"
+        gaps = f" (fp32 gaps of the flips: {', '.join(f'{g:.3g}' for g in self.flip_gaps)})" if self.flip_gaps else ""
+        return f"{drop}cosine min {self.cosine_min:.4f} on {self.samples} images{gaps}"
 
 
 def check_budget(refs: list[dict], gots: list[dict], budget: Budget) -> BudgetCheck:
@@ -135,7 +139,22 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget) -> BudgetCh
     drop = None if top1 is None else 1.0 - top1
     ok = ((budget.max_top1_drop is None or drop <= budget.max_top1_drop + 1e-9)
           and (budget.min_cosine is None or report.cosine_min >= budget.min_cosine))
-    return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok))
+    return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), _flip_gaps(refs, gots))
+
+
+def _flip_gaps(refs: list[dict], gots: list[dict]) -> list[float]:
+    from .validate import classifier_rows
+
+    gaps = []
+    for ref, got in zip(refs, gots):
+        for name, r in ref.items():
+            rows = classifier_rows(np.asarray(r, dtype=np.float64))
+            if rows is None:
+                continue
+            for x, y in zip(rows, np.asarray(got[name], dtype=np.float64).reshape(rows.shape)):
+                if x.argmax() != y.argmax():
+                    gaps.append(round(float(x[x.argmax()] - x[y.argmax()]), 4))
+    return gaps
 
 
 # ---------------------------------------------------------------------------- sensitivity

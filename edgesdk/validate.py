@@ -131,11 +131,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
-def _classifier_shaped(ref: np.ndarray) -> bool:
-    # [N, C] or [N, C, 1, 1] with enough classes for argmax to mean something
-    squeezed = ref.reshape(ref.shape[0], -1) if ref.ndim >= 2 else None
-    return squeezed is not None and ref.ndim in (2, 4) and squeezed.shape[1] >= 2 and (
-        ref.ndim == 2 or ref.shape[2:] == (1, 1))
+def classifier_rows(ref: np.ndarray) -> np.ndarray | None:
+    """[N, C] or [N, C, 1, 1] with enough classes for argmax to mean something, as [N, C]; else None."""
+    if ref.ndim not in (2, 4) or (ref.ndim == 4 and ref.shape[2:] != (1, 1)):
+        return None
+    rows = ref.reshape(ref.shape[0], -1)
+    return rows if rows.shape[1] >= 2 else None
 
 
 def compare_output(name: str, refs: list[np.ndarray], gots: list[np.ndarray], tol: Tolerance) -> OutputParity:
@@ -154,9 +155,10 @@ def compare_output(name: str, refs: list[np.ndarray], gots: list[np.ndarray], to
         if r.size:
             max_abs = max(max_abs, float(np.max(np.abs(rf - gf))))
             ref_absmax = max(ref_absmax, float(np.max(np.abs(rf))))
-        classifier = classifier and _classifier_shaped(r)
+        rows = classifier_rows(rf)
+        classifier = classifier and rows is not None
         if classifier:
-            agree += int(np.all(rf.reshape(r.shape[0], -1).argmax(1) == gf.reshape(g.shape[0], -1).argmax(1)))
+            agree += int(np.all(rows.argmax(1) == gf.reshape(rows.shape).argmax(1)))
     top1 = agree / len(refs) if classifier else None
     max_rel = max_abs / ref_absmax if ref_absmax > 0 else (0.0 if max_abs == 0 else float("inf"))
     ok = (min(cos) >= tol.min_cosine or max_abs <= tol.atol) and (top1 is None or top1 >= tol.min_top1)

@@ -95,7 +95,9 @@ def test_budget_missed_by_plain_int8_triggers_fallback_then_holds(ov_bundle):
     assert not q["steps"][0]["check"]["passed"] and q["steps"][0]["float_nodes"] == []
     assert q["steps"][-1]["check"]["passed"] and q["fallback"] == q["steps"][-1]["float_nodes"]
     assert 1 <= len(q["fallback"]) <= 12 and q["latency_ms"]["int8"] > 0 and q["latency_ms"]["final"] > 0
+    assert len(q["steps"][0]["check"]["flip_gaps"]) == round(q["steps"][0]["check"]["top1_drop"] * q["held_back_images"])
     assert "INT8 quantization" in (ov_bundle[0] / "report.md").read_text()
+    assert "fp32 gaps of the flips" in (ov_bundle[0] / "report.md").read_text()
 
 
 def test_openvino_int8_on_unseen_photos(ov_bundle, eval_pairs, opt_onnx, tmp_path):

@@ -79,3 +79,18 @@ def test_first_divergence_in_order():
 def test_cosine_edges():
     assert cosine(np.zeros(3), np.zeros(3)) == 1.0
     assert cosine(np.zeros(3), np.ones(3)) == 0.0
+
+
+def test_budget_check_names_the_fp32_gap_of_each_top1_flip():
+    """The budget report says how close fp32 itself was on every image whose class changed."""
+    from edgesdk.quantize import Budget, check_budget
+
+    refs = [{"logits": np.array([[2.0, 1.99, 0.0]])}, {"logits": np.array([[3.0, 0.0, 1.0]])},
+            {"logits": np.array([[0.0, 0.5, 4.0]])}]
+    gots = [{"logits": np.array([[1.98, 2.0, 0.0]])}, {"logits": np.array([[3.0, 0.1, 1.0]])},
+            {"logits": np.array([[3.0, 0.5, 2.0]])}]
+    check = check_budget(refs, gots, Budget(max_top1_drop=0.5))
+    assert check.top1_drop == pytest.approx(2 / 3) and not check.passed
+    assert check.flip_gaps == [0.01, 4.0]
+    assert "fp32 gaps of the flips: 0.01, 4" in check.describe()
+    assert check_budget(refs[1:2], gots[1:2], Budget(max_top1_drop=0.0)).flip_gaps == []
