@@ -7,8 +7,9 @@ reference: onnxruntime fp32. Rows, all through edgesdk's backends:
   - OpenVINO fp32 IR computed in f16 and in bf16 (`inference_precision`): no quantization at all, only
     rounding of every activation to 11 or 8 significant bits. bf16 keeps as many bits as int8 has
     levels, so its agreement is about the best any 8-bit model can expect on these photos;
-  - OpenVINO int8 (NNCF) and ncnn int8 (ours, min-max), every layer and with the stem and first
-    depthwise convolution in float (what the accuracy-budget fallback keeps first).
+  - OpenVINO int8 (NNCF) and ncnn int8 (ours), every layer; with the stem and first depthwise
+    convolution in float (what the accuracy-budget fallback keeps first); and with the stem and every
+    depthwise convolution in float (the int8 profiles' [quantize] float_layers).
 For each row: strict top-1 agreement, the same on the photos where fp32's first two classes are more
 than --margin logits apart, top-5 overlap both ways, mean cosine, and the fp32 margin of every flip.
 Agreement on photos fp32 itself barely decides is image noise, not quantization quality: the first
@@ -65,19 +66,27 @@ def main() -> None:
     print(f"{len(evals)} eval photos; fp32 top-1/top-2 logit gap below 0.05: {int((m < 0.05).sum())}, "
           f"below 0.1: {int((m < 0.1).sum())}, below 0.25: {int((m < 0.25).sum())} "
           f"(logits span {ref.min():.1f}..{ref.max():.1f})")
-    import onnx
+    from edgesdk.model import load_model
+    from edgesdk.quantize import resolve_float_layers
 
-    convs = [n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
-    first = convs[:2]  # the stem and blocks.0's depthwise convolution
+    proto = load_model(onnx_path)
+    first = [n.name for n in proto.graph.node if n.op_type == "Conv"][:2]  # the stem and blocks.0's depthwise
+    profile = resolve_float_layers(proto, ["stem", "depthwise"], onnx_path)  # the int8 profiles' float_layers
     rows = [("openvino", "fp32 IR, f16 arithmetic", ConvertOptions(engine={"inference_precision": "f16"})),
             ("openvino", "fp32 IR, bf16 arithmetic", ConvertOptions(engine={"inference_precision": "bf16"})),
             ("openvino", "int8, every layer", ConvertOptions(precision="int8", calibration=calib)),
             ("openvino", "int8, stem + first dw float", ConvertOptions(precision="int8", calibration=calib,
                                                                        exclude=first)),
+            ("openvino", "int8, stem + every dw float", ConvertOptions(precision="int8", calibration=calib,
+                                                                       exclude=profile)),
             ("ncnn", "int8 min-max, every layer", ConvertOptions(precision="int8", calibration=calib,
                                                                  calib_method="minmax")),
             ("ncnn", "int8 min-max, stem + first dw float", ConvertOptions(precision="int8", calibration=calib,
-                                                                           calib_method="minmax", exclude=first))]
+                                                                           calib_method="minmax", exclude=first)),
+            ("ncnn", "int8 min-max, stem + every dw float", ConvertOptions(precision="int8", calibration=calib,
+                                                                           calib_method="minmax", exclude=profile)),
+            ("ncnn", "int8 KL, stem + every dw float", ConvertOptions(precision="int8", calibration=calib,
+                                                                      exclude=profile))]
     print(f"\n{'build':<40}{'top-1':>7}{'decisive':>10}{'top-5':>9}{'cos mean':>9}  fp32 gaps of the flips")
     for k, (backend, name, options) in enumerate(rows):
         be = registry.get(backend)

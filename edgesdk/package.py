@@ -395,8 +395,10 @@ def _report_md(manifest: dict, latencies: list[float] | None) -> str:
                 gaps = ", ".join(f"{g:.3g}" for g in c.get("flip_gaps", [])) or "-"
                 lines.append(f"| {len(st['float_nodes'])} | {drop} | {gaps} | {c['cosine_min']:.4f} | "
                              f"{'held' if c['passed'] else 'missed'} |")
+        if q.get("float_layers"):
+            lines += ["", f"Float by the profile's float_layers: {len(q['float_layers'])} layer(s)."]
         if q["fallback"]:
-            lines += ["", "Kept in float: " + ", ".join(f"`{n}`" for n in q["fallback"]) + "."]
+            lines += ["", "Kept in float by the budget: " + ", ".join(f"`{n}`" for n in q["fallback"]) + "."]
         if q["latency_ms"]:
             lines += ["", f"Latency cost of the fallback: {q['latency_ms']['int8']:.2f} ms plain int8 -> "
                           f"{q['latency_ms']['final']:.2f} ms."]

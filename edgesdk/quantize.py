@@ -75,6 +75,17 @@ class Budget:
         return " and ".join(parts) or "none"
 
 
+# Layer classes a profile may keep in float from the start ([quantize] float_layers), besides node names.
+# Per-tensor int8 activations cannot hold a depthwise convolution's input, whose channels' ranges differ
+# by orders of magnitude, nor the stem's few-channel image input; both have few weights, so float costs
+# little size. On EfficientNet-Lite0 int8 with these in float agrees with fp32 as well as bf16
+# arithmetic does (benchmarks/bench_int8_agreement.py).
+FLOAT_LAYER_CLASSES = {
+    "stem": "the first convolution (in graph order), which reads the input image",
+    "depthwise": "every depthwise convolution (Conv with group = input channels > 1)",
+}
+
+
 @dataclass(frozen=True)
 class QuantizeSettings:
     calib_images: int = DEFAULT_CALIB_IMAGES
@@ -82,6 +93,7 @@ class QuantizeSettings:
     seed: int = 0
     budget: Budget = field(default_factory=Budget)
     max_fallback: int = DEFAULT_MAX_FALLBACK
+    float_layers: tuple[str, ...] = ()  # FLOAT_LAYER_CLASSES keys or ONNX node names, kept float from the start
 
     @classmethod
     def from_profile(cls, table: dict | None, source: str = "[quantize]") -> "QuantizeSettings":
@@ -105,7 +117,12 @@ class QuantizeSettings:
         seed = t.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise EdgeSDKError(f"{source} seed must be an integer, got {seed!r}")
-        return cls(n, method, seed, Budget(number("max_top1_drop", 0.0, 1.0), number("min_cosine", -1.0, 1.0)))
+        float_layers = t.get("float_layers", [])
+        if not isinstance(float_layers, list) or not all(isinstance(n, str) and n for n in float_layers):
+            raise EdgeSDKError(f"{source} float_layers must be a list of layer classes "
+                               f"({', '.join(FLOAT_LAYER_CLASSES)}) or ONNX node names, got {float_layers!r}")
+        return cls(n, method, seed, Budget(number("max_top1_drop", 0.0, 1.0), number("min_cosine", -1.0, 1.0)),
+                   float_layers=tuple(float_layers))
 
 
 @dataclass
@@ -155,6 +172,33 @@ def _flip_gaps(refs: list[dict], gots: list[dict]) -> list[float]:
                 if x.argmax() != y.argmax():
                     gaps.append(round(float(x[x.argmax()] - x[y.argmax()]), 4))
     return gaps
+
+
+def resolve_float_layers(proto, entries, source) -> list[str]:
+    """ONNX node names for a profile's float_layers: a class name stands for its nodes (none is fine: a
+    model without depthwise convolutions has nothing to keep); any other entry must name a node."""
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]  # ONNX keeps nodes in topological order
+    nodes = {n.name for n in proto.graph.node}
+    found: list[str] = []
+    for entry in entries:
+        if entry == "stem":
+            names = [n.name for n in convs[:1]]
+        elif entry == "depthwise":
+            names = [n.name for n in convs if _is_depthwise(n, proto)]
+        elif entry in nodes:
+            names = [entry]
+        else:
+            raise EdgeSDKError(f"{source}: [quantize] float_layers entry {entry!r} is neither a layer class "
+                               f"({', '.join(FLOAT_LAYER_CLASSES)}) nor an ONNX node of the model")
+        found.extend(n for n in names if n not in found)
+    return found
+
+
+def _is_depthwise(conv, proto) -> bool:
+    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    weight = next((i for i in proto.graph.initializer if i.name == conv.input[1]), None) if len(conv.input) > 1 else None
+    # weight [out, in/group, kh, kw]: one input channel per group
+    return group > 1 and weight is not None and len(weight.dims) >= 2 and weight.dims[1] == 1
 
 
 # ---------------------------------------------------------------------------- sensitivity
@@ -290,6 +334,7 @@ class QuantizeReport:
     calibration_images: int
     held_back_images: int
     budget: Budget
+    float_layers: list[str] = field(default_factory=list)  # the profile's float_layers, as ONNX node names
     steps: list[dict] = field(default_factory=list)  # one per quantization: float nodes and the check
     fallback: list[str] = field(default_factory=list)  # nodes kept in float, in the order added
     latency_ms: dict[str, float] | None = None  # {"int8": plain int8, "final": with the fallback}
@@ -300,7 +345,7 @@ class QuantizeReport:
     def to_dict(self) -> dict:
         return {
             "method": self.method, "calibration_images": self.calibration_images,
-            "held_back_images": self.held_back_images,
+            "held_back_images": self.held_back_images, "float_layers": list(self.float_layers),
             "budget": {"max_top1_drop": self.budget.max_top1_drop, "min_cosine": self.budget.min_cosine},
             "steps": self.steps, "fallback": list(self.fallback), "latency_ms": self.latency_ms,
             "checked_on": self.checked_on, "sensitivity": [[n, s] for n, s in self.sensitivity[:20]],
@@ -315,6 +360,8 @@ class QuantizeReport:
     def summary(self) -> str:
         lines = [f"int8 ({self.method}) calibrated on {self.calibration_images} images, checked on "
                  f"{self.held_back_images} held-back images on {self.checked_on or '-'}; budget: {self.budget.describe()}"]
+        if self.float_layers:
+            lines.append(f"  float by the profile: {len(self.float_layers)} layer(s)")
         for s in self.steps:
             lines.append(f"  {len(s['float_nodes']):2d} float layer(s): {BudgetCheck(**s['check']).describe()} "
                          f"{'ok' if s['check']['passed'] else 'missed'}")
@@ -371,19 +418,22 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
     if images is None:
         raise EdgeSDKError("int8 needs calibration images: give --calib DIR (real images like the ones the "
                            "device will see)")
+    proto = load_model(model)
+    float_layers = resolve_float_layers(proto, settings.float_layers, model)
     items = list_images(images)
     calib_items, held = split_for_calibration(items, settings.calib_images, settings.seed)
-    inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(load_model(model)))]
+    inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))]
     shapes = {n: r.opt for n, r in options.ranges.items()}
     shapes.update(options.shapes)
     say(f"calibrate {len(calib_items)} images through the target's preprocessing "
         f"({len(held)} held back for the accuracy check)")
     calibration = calibration_feeds(calib_items, inputs, spec, shapes, progress=progress is not None)
     evals = calibration_feeds(held, inputs, spec, shapes) if held else calibration
-    report = QuantizeReport(settings.method, len(calib_items), len(held), settings.budget)
+    report = QuantizeReport(settings.method, len(calib_items), len(held), settings.budget, float_layers=float_layers)
     if not held:
         report.notes.append("one image only: the budget was checked on the calibration image itself")
-    options = replace(options, calibration=calibration, calib_method=settings.method, exclude=list(options.exclude))
+    exclude = list(dict.fromkeys([*options.exclude, *float_layers]))
+    options = replace(options, calibration=calibration, calib_method=settings.method, exclude=exclude)
 
     with reference_session(model, threads=threads) as ref:
         refs = [ref.run(f) for f in evals]
@@ -436,5 +486,5 @@ def _better(a: BudgetCheck, b: BudgetCheck) -> bool:
     return key(a) > key(b)
 
 
-__all__ = ["Budget", "QuantizeSettings", "BudgetCheck", "QuantizeReport", "check_budget", "layer_sensitivity",
+__all__ = ["Budget", "QuantizeSettings", "FLOAT_LAYER_CLASSES", "resolve_float_layers", "BudgetCheck", "QuantizeReport", "check_budget", "layer_sensitivity",
            "quantize_stage", "quiet_build_tools", "METHODS"]

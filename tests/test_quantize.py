@@ -89,15 +89,31 @@ def test_openvino_int8_bundle_loads_and_checks(ov_bundle, real_images):
         assert "espresso" in top["label"]
 
 
-def test_budget_missed_by_plain_int8_triggers_fallback_then_holds(ov_bundle):
+def test_profile_keeps_stem_and_depthwise_float_and_holds_the_budget(ov_bundle, opt_onnx):
     q = json.loads((ov_bundle[0] / "manifest.json").read_text())["quantization"]
     assert q["budget"]["max_top1_drop"] == 0.01 and q["held_back_images"] >= 10
+    assert len(q["float_layers"]) == 17 and q["steps"][0]["float_nodes"] == q["float_layers"]
+    assert q["steps"][-1]["check"]["passed"]
+    assert q["steps"][-1]["float_nodes"] == q["float_layers"] + q["fallback"]
+    report = (ov_bundle[0] / "report.md").read_text()
+    assert "INT8 quantization" in report and "Float by the profile's float_layers: 17 layer(s)" in report
+    assert "fp32 gaps of the flips" in report
+
+
+def test_budget_missed_by_plain_int8_triggers_fallback_then_holds(tmp_path, effnet_onnx, calib_images,
+                                                                  effnet_preprocess):
+    """No float_layers: every layer int8 misses top-1 drop <= 0.01 on the held-back photos; the most
+    sensitive layers go float one by one until it holds, and the report names them and their cost."""
+    settings = QuantizeSettings(calib_images=100, budget=Budget(max_top1_drop=0.01))
+    result = convert(effnet_onnx, "openvino", tmp_path / "fallback", precision="int8", images=calib_images,
+                     spec=PreprocessSpec(**effnet_preprocess), quantize=settings)
+    q = result.quantization
+    assert q["float_layers"] == [] and q["held_back_images"] >= 10
     assert not q["steps"][0]["check"]["passed"] and q["steps"][0]["float_nodes"] == []
+    first = q["steps"][0]["check"]
+    assert len(first["flip_gaps"]) == round(first["top1_drop"] * q["held_back_images"]) >= 1
     assert q["steps"][-1]["check"]["passed"] and q["fallback"] == q["steps"][-1]["float_nodes"]
     assert 1 <= len(q["fallback"]) <= 12 and q["latency_ms"]["int8"] > 0 and q["latency_ms"]["final"] > 0
-    assert len(q["steps"][0]["check"]["flip_gaps"]) == round(q["steps"][0]["check"]["top1_drop"] * q["held_back_images"])
-    assert "INT8 quantization" in (ov_bundle[0] / "report.md").read_text()
-    assert "fp32 gaps of the flips" in (ov_bundle[0] / "report.md").read_text()
 
 
 def test_openvino_int8_on_unseen_photos(ov_bundle, eval_pairs, opt_onnx, tmp_path):
@@ -107,9 +123,10 @@ def test_openvino_int8_on_unseen_photos(ov_bundle, eval_pairs, opt_onnx, tmp_pat
     top1, top5, cos = agreement(refs, run_all(be.open(art), feeds))
     print(f"\nOpenVINO int8 on {len(feeds)} unseen photos: top-1 agreement {top1:.3f}, top-5 both ways "
           f"{sum(top5)}/{len(top5)}, cosine min {min(cos):.4f} mean {np.mean(cos):.4f}")
-    # Measured: 0.92-0.94 (most of these photos are chessboards, text and textures where fp32's first
-    # two classes are within 1 %: image noise of any kind swaps them).
-    assert top1 >= 0.9 and sum(top5) >= len(top5) - 2 and np.mean(cos) >= 0.985
+    # Measured with the profile's float_layers: top-1 0.94, cosine mean 0.998 (every layer int8: 0.90 and
+    # 0.978). The flips are photos whose fp32 first two classes are within 0.2 logits: chessboards, text
+    # and textures, which bf16 arithmetic flips too (benchmarks/bench_int8_agreement.py).
+    assert top1 >= 0.92 and sum(top5) >= len(top5) - 1 and np.mean(cos) >= 0.995
     fp32 = be.convert(opt_onnx, tmp_path / "fp32", ConvertOptions())
     ratio = art.path("model.bin").stat().st_size / fp32.path("model.bin").stat().st_size
     print(f"model.bin int8/fp32 = {ratio:.3f}")

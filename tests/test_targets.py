@@ -95,3 +95,25 @@ def test_targets_cli_json():
     rows = json.loads(res.stdout)["targets"]
     assert REQUIRED <= {r["name"] for r in rows}
     assert all({"engine", "precision", "arch"} <= set(r) for r in rows)
+
+
+def test_int8_profiles_keep_stem_and_depthwise_float(effnet_onnx):
+    """[quantize] float_layers: classes resolve to the model's ONNX nodes; a node name stays itself; an
+    entry that is neither is refused naming it."""
+    from edgesdk.errors import EdgeSDKError
+    from edgesdk.model import load_model
+    from edgesdk.quantize import QuantizeSettings, resolve_float_layers
+
+    for name in ("x86-openvino-int8", "rk3588-cpu"):
+        settings = QuantizeSettings.from_profile(load_target(name).quantize)
+        assert settings.float_layers == ("stem", "depthwise")
+    proto = load_model(effnet_onnx)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    depthwise = [n.name for n in convs if next(a.i for a in n.attribute if a.name == "group") > 1]
+    assert len(depthwise) == 16 and convs[0].name not in depthwise
+    assert resolve_float_layers(proto, ["stem"], effnet_onnx) == [convs[0].name]
+    assert resolve_float_layers(proto, ["depthwise", "stem"], effnet_onnx) == depthwise + [convs[0].name]
+    assert resolve_float_layers(proto, [convs[5].name, "stem", convs[5].name], effnet_onnx) == [convs[5].name,
+                                                                                                convs[0].name]
+    with pytest.raises(EdgeSDKError, match="float_layers entry 'convs' is neither a layer class"):
+        resolve_float_layers(proto, ["convs"], effnet_onnx)
