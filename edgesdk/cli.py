@@ -108,11 +108,21 @@ def cmd_package(args) -> int:
                      progress=None if args.json else stderr_progress)
     v = result.manifest["validation"]
     b = result.manifest["benchmark"]
+    q = result.manifest.get("quantization") or {}
+    held = bool(q.get("steps")) and q["steps"][-1]["check"]["passed"]
+    verdict = ("passed" if v.get("passed") else "not run here" if v.get("passed") is None
+               else "outside the fp32 tolerance, informational: the int8 budget held" if held else "FAILED")
     human = [f"bundle {result.out}" + (f" (+ {result.tar})" if result.tar else ""),
              f"  {result.manifest['backend']} {result.manifest['precision']} for {result.manifest['target']['name']}",
-             "  parity: " + ("passed" if v.get("passed") else "not run here" if v.get("passed") is None else "FAILED")
-             + (f" (cosine min {v['cosine_min']:.6f}, max abs {v['max_abs']:.3g})" if v.get("outputs") else ""),
+             "  parity: " + verdict
+             + (f" (cosine min {v['cosine_min']:.6f}, max abs {v['max_abs']:.3g}, top-1 {v['top1_agreement']:.3f})"
+                if v.get("outputs") and v.get("top1_agreement") is not None else
+                f" (cosine min {v['cosine_min']:.6f}, max abs {v['max_abs']:.3g})" if v.get("outputs") else ""),
              "  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-")]
+    if q.get("steps"):
+        last = q["steps"][-1]["check"]
+        human.insert(3, f"  int8 budget: {'held' if last['passed'] else 'missed'} on {last['samples']} held-back images, "
+                        f"{len(q['steps'][-1]['float_nodes'])} layer(s) in float")
     _emit(args, result.to_dict(), "\n".join(human))
     return 0
 
