@@ -55,6 +55,15 @@ def calib_images() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory, calib_images) -> Path:
+    """A folder holding only the calibration photos (symlinks), as `--calib DIR` takes them."""
+    folder = tmp_path_factory.mktemp("calib")
+    for p in calib_images:
+        (folder / p.name).symlink_to(p)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def eval_images() -> list[Path]:
     return models.eval_images()
 
