@@ -38,11 +38,11 @@ def calibration_feeds(spec) -> list[dict]:
 
 
 def float_layers(onnx_path) -> list[str]:
-    """ONNX names of the stem conv and the depthwise convs (kept float in the tested build)."""
-    import onnx
+    """ONNX names of the stem conv and the depthwise convs: the int8 profiles' float_layers."""
+    from edgesdk.model import load_model
+    from edgesdk.quantize import resolve_float_layers
 
-    convs = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
-    return [convs[0].name] + [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    return resolve_float_layers(load_model(onnx_path), ["stem", "depthwise"], onnx_path)
 
 
 def accuracy(session, feeds, refs) -> str:
