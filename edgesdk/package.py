@@ -529,7 +529,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             frames = ([read_image(p) for p in (image_list or [])[:4]] if spec else None) or None
             with Model(stage, threads=threads or profile.threads or None) as m:
                 if profile.precision == "int8":  # what a device must reproduce: see Model.check
-                    add_golden(stage, golden, "expected", [m.infer(ins) for ins, _ in m.manifest.golden_pairs()])
+                    add_golden(stage, golden, "expected", [m.infer(f) for f in feeds])
                 manifest["benchmark"] = _host_benchmark(m, frames or [])
             latencies = manifest["benchmark"].pop("latencies_ms", None)
         (stage / "report.md").write_text(_report_md(manifest, latencies))
