@@ -112,17 +112,19 @@ def cmd_package(args) -> int:
     held = bool(q.get("steps")) and q["steps"][-1]["check"]["passed"]
     verdict = ("passed" if v.get("passed") else "not run here" if v.get("passed") is None
                else "outside the fp32 tolerance, informational: the int8 budget held" if held else "FAILED")
+    if v.get("outputs"):
+        figures = [f"cosine min {v['cosine_min']:.6f}", f"max abs {v['max_abs']:.3g}"]
+        if v.get("top1_agreement") is not None:
+            figures.append(f"top-1 {v['top1_agreement']:.3f}")
+        verdict += f" ({', '.join(figures)})"
     human = [f"bundle {result.out}" + (f" (+ {result.tar})" if result.tar else ""),
              f"  {result.manifest['backend']} {result.manifest['precision']} for {result.manifest['target']['name']}",
-             "  parity: " + verdict
-             + (f" (cosine min {v['cosine_min']:.6f}, max abs {v['max_abs']:.3g}, top-1 {v['top1_agreement']:.3f})"
-                if v.get("outputs") and v.get("top1_agreement") is not None else
-                f" (cosine min {v['cosine_min']:.6f}, max abs {v['max_abs']:.3g})" if v.get("outputs") else ""),
-             "  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-")]
+             "  parity: " + verdict]
     if q.get("steps"):
-        last = q["steps"][-1]["check"]
-        human.insert(3, f"  int8 budget: {'held' if last['passed'] else 'missed'} on {last['samples']} held-back images, "
-                        f"{len(q['steps'][-1]['float_nodes'])} layer(s) in float")
+        last = q["steps"][-1]
+        human.append(f"  int8 budget: {'held' if held else 'missed'} on {last['check']['samples']} held-back images, "
+                     f"{len(last['float_nodes'])} layer(s) in float")
+    human.append("  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-"))
     _emit(args, result.to_dict(), "\n".join(human))
     return 0
 
@@ -354,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=8, help="photos to classify")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("validate", help="re-check a converted directory against its reference ONNX, or a bundle against its golden samples")
+    s = sub.add_parser("validate", help="re-check a converted directory against its reference ONNX, "
+                                        "or a bundle against its golden samples")
     s.add_argument("path")
     s.add_argument("--images", metavar="DIR")
     s.add_argument("--samples", type=int, default=8)
