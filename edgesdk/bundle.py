@@ -169,8 +169,8 @@ def _check_types(data: dict, mpath: Path) -> None:
         if not (isinstance(sample, dict) and all(isinstance(sample.get(side), dict) and all(
                 isinstance(n, str) and isinstance(rel, str) for n, rel in sample[side].items())
                 for side in _GOLDEN_SIDES if side != "expected" or side in sample)):
-            raise BundleError(f"{mpath}: golden[{k}] must be {{\"inputs\": {{name: file}}, \"outputs\": {{name: file}}}}"
-                              " (and optionally \"expected\": {name: file})")
+            raise BundleError(f"{mpath}: golden[{k}] must be {{\"inputs\": {{name: file}}, "
+                              "\"outputs\": {name: file}} (and optionally \"expected\": {name: file})")
 
 
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:

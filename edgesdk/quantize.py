@@ -179,12 +179,13 @@ def resolve_float_layers(proto, entries, source) -> list[str]:
     model without depthwise convolutions has nothing to keep); any other entry must name a node."""
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]  # ONNX keeps nodes in topological order
     nodes = {n.name for n in proto.graph.node}
+    weights = {i.name: i for i in proto.graph.initializer}
     found: list[str] = []
     for entry in entries:
         if entry == "stem":
             names = [n.name for n in convs[:1]]
         elif entry == "depthwise":
-            names = [n.name for n in convs if _is_depthwise(n, proto)]
+            names = [n.name for n in convs if _is_depthwise(n, weights)]
         elif entry in nodes:
             names = [entry]
         else:
@@ -194,9 +195,9 @@ def resolve_float_layers(proto, entries, source) -> list[str]:
     return found
 
 
-def _is_depthwise(conv, proto) -> bool:
+def _is_depthwise(conv, weights: dict) -> bool:
     group = next((a.i for a in conv.attribute if a.name == "group"), 1)
-    weight = next((i for i in proto.graph.initializer if i.name == conv.input[1]), None) if len(conv.input) > 1 else None
+    weight = weights.get(conv.input[1]) if len(conv.input) > 1 else None
     # weight [out, in/group, kh, kw]: one input channel per group
     return group > 1 and weight is not None and len(weight.dims) >= 2 and weight.dims[1] == 1
 
@@ -486,5 +487,5 @@ def _better(a: BudgetCheck, b: BudgetCheck) -> bool:
     return key(a) > key(b)
 
 
-__all__ = ["Budget", "QuantizeSettings", "FLOAT_LAYER_CLASSES", "resolve_float_layers", "BudgetCheck", "QuantizeReport", "check_budget", "layer_sensitivity",
-           "quantize_stage", "quiet_build_tools", "METHODS"]
+__all__ = ["Budget", "QuantizeSettings", "FLOAT_LAYER_CLASSES", "resolve_float_layers", "BudgetCheck",
+           "QuantizeReport", "check_budget", "layer_sensitivity", "quantize_stage", "quiet_build_tools", "METHODS"]

@@ -46,7 +46,8 @@ edgesdk::ColorOrder parse_color(const char* field, const std::string& v) {
 // The frame is read in place: packed pixels, any row stride; anything else is refused, not copied.
 edgesdk::ImageView frame_view(const py::object& obj, edgesdk::ColorOrder order) {
   if (!py::isinstance<py::array>(obj))
-    fail("frame: expected a numpy array HxWx3 uint8, got " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+    fail("frame: expected a numpy array HxWx3 uint8, got " +
+         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   const auto a = py::reinterpret_borrow<py::array>(obj);
   if (a.ndim() != 3 || a.shape(2) != 3) fail("frame: expected shape HxWx3, got " + shape_str(a));
   if (a.dtype().kind() != 'u' || a.itemsize() != 1)
@@ -69,7 +70,8 @@ void* output_buffer(const py::object& obj, const edgesdk::PreprocessSpec& spec, 
   const std::string want_str = "[1, " + std::to_string(want[1]) + ", " + std::to_string(want[2]) + ", " +
                                std::to_string(want[3]) + "] " + dtype;
   if (!py::isinstance<py::array>(obj))
-    fail("out: expected a numpy array " + want_str + ", got " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+    fail("out: expected a numpy array " + want_str + ", got " +
+         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   auto a = py::reinterpret_borrow<py::array>(obj);
   bool shape_ok = a.ndim() == 4;
   for (int i = 0; shape_ok && i < 4; ++i) shape_ok = a.shape(i) == want[i];
