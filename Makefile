@@ -1,40 +1,61 @@
 # The two entry points the README opens with: `make demo` and `make test`. Both set up first.
+#
+# Everything runs in the project's own virtual environment ($(VENV), no system site-packages), filled
+# from the lock (tools/lock.txt: every package at the exact version the suite was run with) before the
+# native module is built against the engines it found there. `make lock` refreshes the lock.
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip
-STAMP := .setup.stamp
+VENV ?= .venv
+LOCK ?= tools/lock.txt
+PY := $(CURDIR)/$(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup.stamp
+# The venv's tools (edgesdk, cmake, ninja, pnnx) come first for every recipe and every test's subprocess.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONNOUSERSITE := 1
 
-.PHONY: setup demo test test-fast native-test sanitize clean
+.PHONY: setup system-packages demo test test-fast native-test sanitize lock clean
 
-# System packages (Debian's real photos for calibration/evaluation), torch CPU from the local wheel
-# before anything can ask for a CUDA build, pnnx without its torch dependency, then the project with
-# its native engines: ncnn's C++ library built once from its PyPI sdist into ~/.cache/edgesdk
-# (tools/build_ncnn.sh, ~10-14 min on 2 cores; CI caches that folder) and OpenVINO's CMake config
-# from the openvino wheel. Either missing, the module builds without that engine.
-$(STAMP): pyproject.toml tools/requirements-dev.txt Makefile tools/build_ncnn.sh
+# Debian packages, when run as root: the opencv-doc photos (calibration/evaluation), the cross
+# compilers and qemu for the board builds (tests/test_cross.py), stb for edgesdk-run's image reader,
+# python3-venv where the interpreter lacks ensurepip. Not root: a note, and those tests skip saying why.
+DEBS := opencv-doc nlohmann-json3-dev g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user libstb-dev
+system-packages:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  dpkg -s opencv-doc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null; }; \
-	else echo "note: not root; install Debian's opencv-doc for the full image set"; fi
-	$(PIP) install -q "torch==2.13.0"
-	grep -v 'no-deps' tools/requirements-dev.txt | $(PIP) install -q -r /dev/stdin
-	grep 'no-deps' tools/requirements-dev.txt | $(PIP) install -q --no-deps -r /dev/stdin
-	@ncnn="$$(tools/build_ncnn.sh)" || { echo "note: ncnn's C++ library did not build; no native ncnn engine"; ncnn=""; }; \
-	ov="$$($(PYTHON) -c 'import openvino.utils as u; print(u.get_cmake_path())' 2>/dev/null)"; \
-	set -x; $(PIP) install -q -e ".[dev]" $${ncnn:+-Ccmake.define.ncnn_DIR=$$ncnn/lib/cmake/ncnn} \
-	  $${ov:+-Ccmake.define.OpenVINO_DIR=$$ov}
+	  need=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
+	  if [ -n "$$need" ]; then echo "installing Debian packages:$$need"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
+	else echo "note: not root; install Debian's $(DEBS) for the full image set and the board builds"; fi
+
+# The lock goes in with --no-deps: it is the whole resolved set (torch CPU 2.13.0 from the local
+# wheel among it), so nothing is resolved again and pnnx/rapidocr cannot pull a CUDA torch or a
+# second OpenCV. The engines are in place before the native module builds; both native engines are
+# required (ON): ncnn's C++ library is built once from its PyPI sdist into ~/.cache/edgesdk
+# (tools/build_ncnn.sh, ~10-14 min on 2 cores), OpenVINO's CMake config comes from the openvino wheel.
+$(STAMP): pyproject.toml $(LOCK) Makefile tools/build_ncnn.sh
+	@$(MAKE) --no-print-directory system-packages
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --no-deps -r $(LOCK)
+	@set -e; ncnn="$$(tools/build_ncnn.sh)"; \
+	ov="$$($(PY) -c 'import openvino.utils as u; print(u.get_cmake_path())')"; \
+	set -x; $(PIP) install -q --no-deps --no-build-isolation -e . \
+	  -Ccmake.define.EDGESDK_WITH_NCNN=ON -Ccmake.define.ncnn_DIR=$$ncnn/lib/cmake/ncnn \
+	  -Ccmake.define.EDGESDK_WITH_OPENVINO=ON -Ccmake.define.OpenVINO_DIR=$$ov
+	$(PY) -c 'import edgesdk._native as n; print("native engines:", n.engines())'
 	@touch $(STAMP)
 
 setup: $(STAMP)
 
 # Package the real EfficientNet-Lite0 for this machine's target and classify real photos with the bundle.
 demo: setup
-	edgesdk inspect --no-probe "$$($(PYTHON) -m tools.models --path efficientnet_lite0)" | head -4
+	edgesdk inspect --no-probe "$$($(PY) -m tools.models --path efficientnet_lite0)" | head -4
 	edgesdk demo
 
 test: setup native-test sanitize
-	$(PYTHON) -m pytest -q
+	$(PY) -m pytest -q
 
 # The C++ core's own tests (ctest), built without Python.
-native-test:
+native-test: setup
 	cmake -S . -B build/ctest -G Ninja -DEDGESDK_PYTHON=OFF -DEDGESDK_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build/ctest >/dev/null
 	ctest --test-dir build/ctest --output-on-failure
@@ -42,11 +63,16 @@ native-test:
 # The same C++ tests built with AddressSanitizer + UndefinedBehaviorSanitizer (leak checks on) in
 # build/sanitize; a finding fails the run. ~40 s cold on 2 cores, seconds once built.
 # `tools/sanitize.sh --python` also runs the native module's Python tests on a sanitized module.
-sanitize:
-	PYTHON=$(PYTHON) tools/sanitize.sh
+sanitize: setup
+	PYTHON=$(PY) tools/sanitize.sh
 
 test-fast: setup
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow"
+
+# Refresh the lock: resolve the newest releases in a scratch environment, run the whole suite there,
+# and only when it passes rewrite $(LOCK); prints what moved.
+lock:
+	PYTHON=$(PYTHON) tools/lock.sh $(LOCK)
 
 clean:
-	rm -rf build dist *.egg-info $(STAMP)
+	rm -rf build dist *.egg-info $(VENV)
