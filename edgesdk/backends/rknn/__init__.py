@@ -1,0 +1,70 @@
+"""Rockchip NPU (RK3588, RK3576, RK3568/RK3566, RK3562): rknn-toolkit2 builds a .rknn on the workstation
+in its own environment (convert.py drives worker.py there; rknn is never imported here), and
+rknn-toolkit-lite2 runs it on the board (session.py). On the workstation, the model just built runs
+in the toolkit's x86 simulator (convert.SimulatorSession). Neither module is imported here.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from edgesdk.backends.base import Artifact, ConvertOptions
+
+# target_platform values of rknn-toolkit2 2.5.0 that have an NPU of this family (the RV110x/RV1126B
+# microcontroller-class chips take other models and are left out)
+PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")
+SETUP_COMMAND = "tools/rknn_env.sh"
+MISSING = (f"the RKNN converter's environment is missing: run `{SETUP_COMMAND}` (or `make rknn-env`) to create it "
+           "under ~/.cache/edgesdk/rknn, or point EDGESDK_RKNN_PYTHON at a python that has rknn-toolkit2")
+
+
+def rknn_python() -> Path | None:
+    """The python of the rknn-toolkit2 environment: $EDGESDK_RKNN_PYTHON, else the one tools/rknn_env.sh
+    made ($EDGESDK_CACHE/rknn/current, only once complete)."""
+    given = os.environ.get("EDGESDK_RKNN_PYTHON")
+    if given:
+        return Path(given) if Path(given).is_file() else None
+    root = Path(os.environ.get("EDGESDK_CACHE") or "~/.cache/edgesdk").expanduser() / "rknn" / "current"
+    python = root / "bin" / "python"
+    return python if (root / ".complete").is_file() and python.is_file() else None
+
+
+def _on_board() -> bool:
+    import importlib.util
+
+    return platform.machine().lower() in ("aarch64", "arm64") and importlib.util.find_spec("rknnlite") is not None
+
+
+class RknnBackend:
+    name = "rknn"
+    precisions = ("fp16", "int8")  # the NPU has no fp32
+
+    def available(self) -> str | None:
+        if _on_board():
+            return None
+        given = os.environ.get("EDGESDK_RKNN_PYTHON")
+        if given and not Path(given).is_file():
+            return f"EDGESDK_RKNN_PYTHON={given}: no such file"
+        return None if rknn_python() else MISSING
+
+    def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
+        from edgesdk.backends.rknn.convert import convert
+
+        return convert(model, out_dir, options)
+
+    def open(self, artifact: Artifact, threads: int | None = None):
+        """On the board, the NPU; on the workstation, the simulator holding the model just built."""
+        if _on_board():
+            from edgesdk.backends.rknn.session import RknnLiteSession
+
+            return RknnLiteSession(artifact, threads=threads)
+        from edgesdk.backends.rknn.convert import SimulatorSession
+
+        return SimulatorSession(artifact, threads=threads)
+
+    def rank_layers(self, model: Path, artifact: Artifact, samples: list[dict]) -> list[tuple[str, float]]:
+        """ONNX nodes worst first by the toolkit's per-layer error (the int8 budget's fallback order)."""
+        from edgesdk.backends.rknn.convert import layer_sensitivity
+
+        return layer_sensitivity(model, artifact, samples)
