@@ -34,8 +34,8 @@ def main() -> None:
 
     from edgesdk.backends import registry
     from edgesdk.backends.ncnn.convert import find_pnnx
-    from edgesdk.package import convert
-    from edgesdk.preprocess import PreprocessSpec, preprocess_reference, read_image
+    from edgesdk.build.package import convert
+    from edgesdk.device.preprocess import PreprocessSpec, preprocess_reference, read_image
 
     onnx_path = models.efficientnet_lite0()
     spec = PreprocessSpec(**models.EFFICIENTNET_PREPROCESS)
@@ -104,8 +104,8 @@ def main() -> None:
 
 def _accuracy(onnx_path, spec, runners: dict) -> None:
     """Top-1 agreement and worst cosine of each runner against onnxruntime fp32 on the eval photos."""
-    from edgesdk.backends.onnxruntime import reference_session
-    from edgesdk.preprocess import preprocess_reference, read_image
+    from edgesdk.backends.onnxruntime.session import reference_session
+    from edgesdk.device.preprocess import preprocess_reference, read_image
 
     xs = [preprocess_reference(read_image(p), spec) for p in models.eval_images()]
     with reference_session(onnx_path) as ref:

@@ -34,12 +34,12 @@ def main() -> None:
 
     from edgesdk.backends import registry
     from edgesdk.backends.base import ConvertOptions, TensorInfo
-    from edgesdk.calibration import calibration_feeds
-    from edgesdk.optimize import optimize
-    from edgesdk.package import package
-    from edgesdk.preprocess import PreprocessSpec
-    from edgesdk.model import load_model
-    from edgesdk.quantize import resolve_float_layers
+    from edgesdk.build.calibration import calibration_feeds
+    from edgesdk.build.optimize import optimize
+    from edgesdk.build.package import package
+    from edgesdk.device.preprocess import PreprocessSpec
+    from edgesdk.build.model import load_model
+    from edgesdk.build.quantize import resolve_float_layers
 
     spec = PreprocessSpec(**models.EFFICIENTNET_PREPROCESS)
     photos = list(models.images().values())

@@ -51,9 +51,9 @@ def main() -> None:
 
     from edgesdk.backends import registry
     from edgesdk.backends.base import ConvertOptions
-    from edgesdk.backends.onnxruntime import reference_session
-    from edgesdk.optimize import optimize
-    from edgesdk.preprocess import PreprocessSpec, preprocess_reference
+    from edgesdk.backends.onnxruntime.session import reference_session
+    from edgesdk.build.optimize import optimize
+    from edgesdk.device.preprocess import PreprocessSpec, preprocess_reference
 
     spec = PreprocessSpec(**models.EFFICIENTNET_PREPROCESS)
     evals = [{"images": preprocess_reference(models.read_bgr(p), spec)} for p in models.eval_images()]
@@ -66,8 +66,8 @@ def main() -> None:
     print(f"{len(evals)} eval photos; fp32 top-1/top-2 logit gap below 0.05: {int((m < 0.05).sum())}, "
           f"below 0.1: {int((m < 0.1).sum())}, below 0.25: {int((m < 0.25).sum())} "
           f"(logits span {ref.min():.1f}..{ref.max():.1f})")
-    from edgesdk.model import load_model
-    from edgesdk.quantize import resolve_float_layers
+    from edgesdk.build.model import load_model
+    from edgesdk.build.quantize import resolve_float_layers
 
     proto = load_model(onnx_path)
     first = [n.name for n in proto.graph.node if n.op_type == "Conv"][:2]  # the stem and blocks.0's depthwise

@@ -30,7 +30,7 @@ GOAL = "<= 0.67"
 
 
 def calibration_feeds(spec) -> list[dict]:
-    from edgesdk.preprocess import preprocess_reference
+    from edgesdk.device.preprocess import preprocess_reference
 
     images = [models.read_bgr(p) for p in models.calibration_images()]
     mirrored = [np.ascontiguousarray(im[:, ::-1]) for im in images]
@@ -39,8 +39,8 @@ def calibration_feeds(spec) -> list[dict]:
 
 def float_layers(onnx_path) -> list[str]:
     """ONNX names of the stem conv and the depthwise convs: the int8 profiles' float_layers."""
-    from edgesdk.model import load_model
-    from edgesdk.quantize import resolve_float_layers
+    from edgesdk.build.model import load_model
+    from edgesdk.build.quantize import resolve_float_layers
 
     return resolve_float_layers(load_model(onnx_path), ["stem", "depthwise"], onnx_path)
 
@@ -78,8 +78,8 @@ def main() -> None:
 
     from edgesdk.backends import registry
     from edgesdk.backends.base import ConvertOptions
-    from edgesdk.backends.onnxruntime import reference_session
-    from edgesdk.preprocess import PreprocessSpec, preprocess_reference
+    from edgesdk.backends.onnxruntime.session import reference_session
+    from edgesdk.device.preprocess import PreprocessSpec, preprocess_reference
 
     backend = registry.get("ncnn")
     onnx_path = models.efficientnet_lite0()

@@ -29,7 +29,7 @@ def camera_frame(cv2) -> np.ndarray:
     try:
         from tools import models
 
-        from edgesdk.preprocess import read_image
+        from edgesdk.device.preprocess import read_image
 
         photo = read_image(sorted(models.images().values())[0])
         return cv2.resize(photo, (1920, 1080), interpolation=cv2.INTER_LINEAR)
@@ -80,7 +80,7 @@ def main() -> None:
     import cv2
 
     from edgesdk import _native
-    from edgesdk.preprocess import PreprocessSpec, preprocess
+    from edgesdk.device.preprocess import PreprocessSpec, preprocess
 
     frame = camera_frame(cv2)
     letterbox = PreprocessSpec(size=(640, 640), resize="letterbox", pad=114, color="rgb", std=(255.0,) * 3)

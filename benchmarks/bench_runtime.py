@@ -45,7 +45,7 @@ min_cosine = 0.9999
 
 
 def frames_720p(cv2, n: int):
-    from edgesdk.preprocess import read_image
+    from edgesdk.device.preprocess import read_image
     from tools import models
 
     return [cv2.resize(read_image(p), (1280, 720), interpolation=cv2.INTER_AREA) for p in models.eval_images()[:n]]
@@ -192,7 +192,7 @@ def main() -> None:
 
     import edgesdk
     from edgesdk import _native
-    from edgesdk.bench import cpu_name
+    from edgesdk.device.bench import cpu_name
     from tools import models
 
     cores = os.cpu_count() or 1
@@ -228,7 +228,7 @@ def main() -> None:
 
 def p2(args, engines, bundles, frames, labels, cores, cv2) -> None:
     import edgesdk
-    from edgesdk.preprocess import preprocess
+    from edgesdk.device.preprocess import preprocess
 
     print("P2: latency, edgesdk.load(bundle)(frame) vs the engine's Python API + OpenCV preprocessing")
     print(f"{'engine':<10}{'threads':>8}{'anchor ms':>11}{'ours ms':>10}{'ratio':>8}{'anchor pre':>12}"

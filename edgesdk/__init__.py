@@ -1,7 +1,7 @@
 """edgesdk: package ONNX models for edge boards and run them with a native runtime.
 
-Public API only. Build-side modules (onnx, converters) are imported when first used, so
-`import edgesdk` works on a board that has numpy and one engine.
+Public API only, resolved on first use (module __getattr__): `import edgesdk; edgesdk.load(b)` loads
+the device house (edgesdk.device) and the bundle's one engine, never the build house (edgesdk.build).
 """
 from ._version import __version__
 from .errors import (
@@ -15,32 +15,15 @@ from .errors import (
     UnsupportedOpError,
 )
 
-
-def inspect(model, shapes=None, probe=True):
-    """Report on an ONNX model: I/O, ops, params, FLOPs and per-backend compatibility."""
-    from .model import inspect as _inspect
-
-    return _inspect(model, shapes=shapes, probe=probe)
-
-
-def load(path, threads=None, verify=True, trusted_keys=None, native=None):
-    """Load a bundle (directory or .tar.gz) for inference on this device (see edgesdk.runtime.load)."""
-    from .runtime import load as _load
-
-    return _load(path, threads=threads, verify=verify, trusted_keys=trusted_keys, native=native)
-
-
-def load_target(name_or_path):
-    """A target profile by built-in name or .toml path, validated."""
-    from .targets import load_target as _load
-
-    return _load(name_or_path)
-
-
-# These names are also submodules: importing the module first, then the function, keeps the
-# function bound here (a later `import edgesdk.package` finds the module loaded and rebinds nothing).
-from .package import package  # noqa: E402  (onnx and the engines load lazily, inside)
-from .preprocess import PreprocessSpec, preprocess  # noqa: E402  (numpy only)
+# public name -> (module, attribute), imported when the name is first asked for
+_LAZY = {
+    "load": ("edgesdk.device.runtime", "load"),
+    "PreprocessSpec": ("edgesdk.device.preprocess", "PreprocessSpec"),
+    "preprocess": ("edgesdk.device.preprocess", "preprocess"),
+    "package": ("edgesdk.build.package", "package"),
+    "inspect": ("edgesdk.build.inspect", "inspect"),
+    "load_target": ("edgesdk.build.targets", "load_target"),
+}
 
 __all__ = [
     "load",
@@ -59,3 +42,18 @@ __all__ = [
     "BundleError",
     "TargetError",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'edgesdk' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # found here from now on, without this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

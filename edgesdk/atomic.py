@@ -18,8 +18,8 @@ import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .backends.base import ARTIFACT_FILE
-from .errors import ConversionError
+from edgesdk.backends.base import ARTIFACT_FILE
+from edgesdk.errors import ConversionError
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
 

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .errors import EdgeSDKError
+from edgesdk.errors import EdgeSDKError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
-    from .model import parse_shape
+    from edgesdk.build.model import parse_shape
 
     return dict(parse_shape(v) for v in values or [])
 
@@ -41,7 +41,7 @@ def _emit(args, data: dict, human: str) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from .model import format_report, inspect
+    from edgesdk.build.inspect import format_report, inspect
 
     report = inspect(args.model, shapes=_shapes(args.shape), probe=not args.no_probe)
     _emit(args, report.to_dict(), format_report(report))
@@ -49,7 +49,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .model import check
+    from edgesdk.build.inspect import check
 
     result = check(args.model)
     _emit(args, result, f"{args.model}: valid ONNX model")
@@ -57,7 +57,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    from .targets import list_targets, load_target
+    from edgesdk.build.targets import list_targets, load_target
 
     profiles = [load_target(n) for n in list_targets()]
     rows = [{"name": t.name, "engine": t.engine, "precision": t.precision, "arch": t.arch,
@@ -70,7 +70,7 @@ def cmd_targets(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .package import convert, stderr_progress
+    from edgesdk.build.package import convert, stderr_progress
 
     spec = _spec_override(args)
     result = convert(args.model, args.backend, args.out, precision=args.precision, shapes=_shapes(args.shape),
@@ -85,7 +85,7 @@ def cmd_convert(args) -> int:
 def _spec_override(args):
     if not (args.mean or args.std or args.color):
         return None
-    from .preprocess import PreprocessSpec
+    from edgesdk.device.preprocess import PreprocessSpec
 
     # Size and layout follow the model's image input; only the normalisation is the user's to give here.
     return PreprocessSpec(mean=_floats(args.mean, "--mean", 0.0), std=_floats(args.std, "--std", 1.0),
@@ -93,7 +93,7 @@ def _spec_override(args):
 
 
 def cmd_package(args) -> int:
-    from .package import package, stderr_progress
+    from edgesdk.build.package import package, stderr_progress
 
     labels = None
     if args.labels:
@@ -154,8 +154,8 @@ def _jsonable(result: dict) -> dict:
 def cmd_run(args) -> int:
     import time
 
-    from .preprocess import read_image
-    from .runtime import load
+    from edgesdk.device.preprocess import read_image
+    from edgesdk.device.runtime import load
 
     model = load(args.bundle, threads=args.threads, trusted_keys=args.trusted_key)
     rec = load(args.rec, threads=args.threads, trusted_keys=args.trusted_key) if args.rec else None
@@ -164,7 +164,7 @@ def cmd_run(args) -> int:
         frame = read_image(path)
         t = time.perf_counter()
         if rec is not None:
-            from .postprocess import ocr_page
+            from edgesdk.device.ocr import ocr_page
 
             if not rec.labels:
                 raise EdgeSDKError(f"{args.rec}: the recognition bundle has no labels (its character list)")
@@ -186,7 +186,7 @@ def cmd_run(args) -> int:
 def cmd_keygen(args) -> int:
     from pathlib import Path
 
-    from .bundle import generate_key
+    from edgesdk.device.bundle import generate_key
 
     if Path(args.key).exists():
         raise EdgeSDKError(f"{args.key}: exists; refusing to overwrite a key")
@@ -197,8 +197,8 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import benchmark
-    from .runtime import load
+    from edgesdk.device.bench import benchmark
+    from edgesdk.device.runtime import load
 
     model = load(args.bundle, threads=args.threads)
     frames = []
@@ -221,9 +221,9 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     import time
 
-    from .package import package, stderr_progress
-    from .preprocess import read_image
-    from .runtime import load
+    from edgesdk.build.package import package, stderr_progress
+    from edgesdk.device.preprocess import read_image
+    from edgesdk.device.runtime import load
 
     model, images = _demo_inputs(args)
     result = package(model, args.target, args.out, calib=images, progress=stderr_progress)
@@ -246,7 +246,7 @@ def _demo_inputs(args):
     from pathlib import Path
 
     if args.model:
-        from .package import image_files
+        from edgesdk.build.calibration import image_files
 
         if not args.images:
             raise EdgeSDKError("--model needs --images DIR too")
@@ -267,7 +267,7 @@ def _demo_inputs(args):
 
 
 def cmd_validate(args) -> int:
-    from .package import validate_artifact
+    from edgesdk.build.parity import validate_artifact
 
     report = validate_artifact(args.path, images=args.images, samples=args.samples)
     _emit(args, report.to_dict(), report.summary())
@@ -283,7 +283,7 @@ def _normalisation_args(s) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from edgesdk._version import __version__
 
     p = _Parser(prog="edgesdk", description="Package ONNX models for edge boards and run them.")
     p.add_argument("--version", action="version", version=f"edgesdk {__version__}")

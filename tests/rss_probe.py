@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import edgesdk
-    from edgesdk.preprocess import read_image
+    from edgesdk.device.preprocess import read_image
 
     frames = [read_image(p) for p in args.images]
     native = {"auto": None, "yes": True, "no": False}[args.native]

@@ -20,8 +20,9 @@ import pytest
 
 import edgesdk
 from edgesdk.atomic import clean_leftovers
-from edgesdk.backends.tensorrt import BuildConfig, cached_plan, plan_key
-from edgesdk.bundle import MANIFEST
+from edgesdk.backends.tensorrt.config import BuildConfig
+from edgesdk.backends.tensorrt.plan_cache import cached_plan, plan_key
+from edgesdk.device.bundle import MANIFEST
 
 ITERATIONS = int(os.environ.get("EDGESDK_KILL_ITERATIONS", "8"))
 SEED = int(os.environ.get("EDGESDK_KILL_SEED", str(random.SystemRandom().randrange(1 << 30))))
@@ -177,7 +178,8 @@ def test_leftovers_of_a_live_writer_are_kept(tmp_path):
 PLAN_WRITER = """
 import hashlib, sys
 from pathlib import Path
-from edgesdk.backends.tensorrt import BuildConfig, plan_key, store_plan
+from edgesdk.backends.tensorrt.config import BuildConfig
+from edgesdk.backends.tensorrt.plan_cache import plan_key, store_plan
 
 engines, size = Path(sys.argv[1]), int(sys.argv[2])
 config = BuildConfig(precision="fp16", onnx_sha256="0" * 64)

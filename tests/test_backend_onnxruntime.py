@@ -8,9 +8,10 @@ import pytest
 
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions
-from edgesdk.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeSession, reference_session
+from edgesdk.backends.onnxruntime import OnnxRuntimeBackend
+from edgesdk.backends.onnxruntime.session import OnnxRuntimeSession, reference_session
 from edgesdk.errors import ConversionError, EdgeSDKError, ModelError
-from edgesdk.optimize import optimize
+from edgesdk.build.optimize import optimize
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +154,11 @@ def test_threads_share_one_session(effnet_artifact, effnet_feeds):
 def test_session_imports_no_build_side(effnet_artifact):
     code = (
         "import sys, numpy as np\n"
-        "from edgesdk.backends.onnxruntime import OnnxRuntimeSession\n"
+        "from edgesdk.backends.onnxruntime.session import OnnxRuntimeSession\n"
         f"s = OnnxRuntimeSession({str(effnet_artifact.root)!r})\n"
         "s.run({'images': np.zeros((1, 3, 224, 224), np.float32)})\n"
-        "bad = [m for m in ('onnx', 'onnxslim', 'torch', 'edgesdk.model', 'edgesdk.optimize') if m in sys.modules]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxslim', 'torch', 'nncf')\n"
+        "       or m.startswith(('edgesdk.build', 'onnxruntime.quantization', 'edgesdk.backends.onnxruntime.convert'))]\n"
         "assert not bad, bad\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -13,13 +13,15 @@ from onnx import TensorProto, helper
 
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange
-from edgesdk.backends.onnxruntime import OnnxRuntimeBackend, reference_session
-from edgesdk.backends.openvino import OpenVINOBackend, OpenVINOSession
+from edgesdk.backends.onnxruntime import OnnxRuntimeBackend
+from edgesdk.backends.onnxruntime.session import reference_session
+from edgesdk.backends.openvino import OpenVINOBackend
+from edgesdk.backends.openvino.session import OpenVINOSession
 from edgesdk.errors import (
     BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError,
 )
-from edgesdk.optimize import optimize
-from edgesdk.validate import compare, cosine
+from edgesdk.build.optimize import optimize
+from edgesdk.device.compare import compare, cosine
 
 ov = pytest.importorskip("openvino")
 
@@ -366,11 +368,11 @@ def test_session_errors(effnet_ov, tmp_path, effnet_onnx):
 def test_session_imports_no_build_side(effnet_ov):
     code = (
         "import sys, numpy as np\n"
-        "from edgesdk.backends.openvino import OpenVINOSession\n"
+        "from edgesdk.backends.openvino.session import OpenVINOSession\n"
         f"s = OpenVINOSession({str(effnet_ov.root)!r})\n"
         "s.run({'images': np.zeros((1, 3, 224, 224), np.float32)})\n"
-        "bad = [m for m in ('onnx', 'onnxruntime', 'onnxslim', 'torch', 'edgesdk.model', 'edgesdk.optimize')\n"
-        "       if m in sys.modules]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime', 'onnxslim', 'torch', 'nncf')\n"
+        "       or m.startswith(('edgesdk.build', 'edgesdk.backends.openvino.convert'))]\n"
         "assert not bad, bad\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

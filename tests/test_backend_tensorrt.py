@@ -14,21 +14,10 @@ import pytest
 
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange, TensorInfo
-from edgesdk.backends.tensorrt import (
-    BUILD_FILE,
-    NOT_INSTALLED,
-    BuildConfig,
-    TensorRTBackend,
-    cached_plan,
-    compute_capability,
-    jetson_compute_capability,
-    plan_key,
-    plan_mismatch,
-    resolve_profiles,
-    shapes_spec,
-    store_plan,
-    trtexec_command,
-)
+from edgesdk.backends.tensorrt.config import BUILD_FILE, BuildConfig, resolve_profiles, shapes_spec, trtexec_command
+from edgesdk.backends.tensorrt.cuda import NOT_INSTALLED, compute_capability, jetson_compute_capability
+from edgesdk.backends.tensorrt import TensorRTBackend
+from edgesdk.backends.tensorrt.plan_cache import cached_plan, plan_key, plan_mismatch, store_plan
 from edgesdk.errors import BackendUnavailable, BundleError, ConversionError, ModelError, UnsupportedOpError
 
 NO_TRT = "TensorRT is not installed on this machine (it ships with JetPack on Jetson)"
@@ -118,7 +107,7 @@ def test_dla_without_gpu_fallback(ppocr_det_onnx):
 
 
 def test_jetson_target_profile(effnet_onnx, tmp_path):
-    from edgesdk.targets import load_target
+    from edgesdk.build.targets import load_target
 
     target = load_target("jetson-orin-nano")
     options = ConvertOptions(precision=target.precision, shapes=target.shapes, ranges=target.ranges,
@@ -351,7 +340,7 @@ def trt():
 
 
 def test_build_plan_deserializes(trt, effnet_trt, tmp_path):
-    from edgesdk.backends.tensorrt import build_plan
+    from edgesdk.backends.tensorrt.plan_cache import build_plan
 
     config = BuildConfig.load(effnet_trt.path(BUILD_FILE))
     plan = build_plan(effnet_trt.path("model.onnx"), config, tmp_path / "timing.cache")
@@ -362,7 +351,7 @@ def test_build_plan_deserializes(trt, effnet_trt, tmp_path):
 
 
 def test_session_matches_onnxruntime_and_caches_plan(trt, effnet_onnx, effnet_trt, eval_images, effnet_preprocess):
-    from edgesdk.backends.onnxruntime import reference_session
+    from edgesdk.backends.onnxruntime.session import reference_session
     from tools.models import to_input
 
     ref = reference_session(effnet_onnx)
@@ -384,7 +373,7 @@ def test_session_matches_onnxruntime_and_caches_plan(trt, effnet_onnx, effnet_tr
 def test_session_dynamic_shapes(trt, ppocr_det_onnx, text_image, tmp_path):
     import cv2
 
-    from edgesdk.backends.onnxruntime import reference_session
+    from edgesdk.backends.onnxruntime.session import reference_session
 
     det = TensorRTBackend().convert(ppocr_det_onnx, tmp_path / "det", ConvertOptions(ranges={"x": DET_RANGE}))
     page = cv2.imread(str(text_image))

@@ -13,7 +13,8 @@ import pytest
 
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange, TensorInfo
-from edgesdk.backends.triton import TRITON_DTYPES, TritonBackend, model_config, to_pbtxt
+from edgesdk.backends.triton.convert import TRITON_DTYPES, model_config, to_pbtxt
+from edgesdk.backends.triton import TritonBackend
 from edgesdk.errors import BackendUnavailable, ConversionError, ModelError
 
 # ---------------------------------------------------------------------------- a tiny text-format reader
@@ -184,8 +185,8 @@ def test_effnet_model_runs_identically(effnet_onnx, effnet_repo, eval_images, ef
 # ---------------------------------------------------------------------------- PP-OCR rec: dynamic batch and width
 
 def test_rec_config(ppocr_rec_onnx, rec_repo):
-    from edgesdk.backends.tensorrt import onnx_io
-    from edgesdk.model import load_model
+    from edgesdk.backends.tensorrt.convert import onnx_io
+    from edgesdk.build.model import load_model
 
     c = parse_pbtxt(rec_repo.path("ppocr_rec/config.pbtxt").read_text())
     assert c["platform"] == ["onnxruntime_onnx"] and c["max_batch_size"] == [8]

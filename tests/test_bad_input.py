@@ -13,12 +13,13 @@ import pytest
 import edgesdk
 from edgesdk import cli
 from edgesdk.errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError, TargetError
-from edgesdk.model import inspect, load_model
-from edgesdk.package import convert
-from edgesdk.preprocess import PreprocessSpec, preprocess, preprocess_reference, read_image
-from edgesdk.runtime import NativeSession
+from edgesdk.build.inspect import inspect
+from edgesdk.build.model import load_model
+from edgesdk.build.package import convert
+from edgesdk.device.preprocess import PreprocessSpec, preprocess, preprocess_reference, read_image
+from edgesdk.device.runtime import NativeSession
 
-pre = importlib.import_module("edgesdk.preprocess")  # the module: edgesdk.preprocess is also the function
+pre = importlib.import_module("edgesdk.device.preprocess")  # the module: edgesdk.preprocess is also the function
 
 
 def raises(kind, fn, *needles):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import edgesdk
-from edgesdk.bundle import MANIFEST, read_manifest
+from edgesdk.device.bundle import MANIFEST, read_manifest
 from edgesdk.errors import BackendUnavailable, BundleError
-from edgesdk.preprocess import read_image
+from edgesdk.device.preprocess import read_image
 
 CONTRACT_KEYS = {"schema", "target", "backend", "precision", "inputs", "outputs", "preprocess", "postprocess",
                  "files", "versions", "validation", "benchmark", "golden"}
@@ -82,7 +82,7 @@ def test_validate_cli_on_a_bundle_replays_golden_samples(bundles, tmp_path):
     m = json.loads((copy / MANIFEST).read_text())
     golden = copy / m["golden"][0]["outputs"]["logits"]
     np.save(golden, -np.load(golden))  # a wrong reference output, re-hashed so only the parity check can catch it
-    from edgesdk.bundle import sha256_file
+    from edgesdk.device.bundle import sha256_file
 
     m["files"] = {k: (sha256_file(copy / k) if k == m["golden"][0]["outputs"]["logits"] else v)
                   for k, v in m["files"].items()}

@@ -10,9 +10,9 @@ import tarfile
 import pytest
 
 import edgesdk
-from edgesdk.bundle import MANIFEST, SIGNATURE, extract_archive, generate_key
+from edgesdk.device.bundle import MANIFEST, SIGNATURE, extract_archive, generate_key
 from edgesdk.errors import BundleError
-from edgesdk.preprocess import read_image
+from edgesdk.device.preprocess import read_image
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,15 @@ import pytest
 
 import edgesdk
 from edgesdk.backends.base import TensorInfo
-from edgesdk.calibration import (FeedReader, Progress, calibration_feeds, list_images, select_images,
-                                 split_for_calibration)
+from edgesdk.build.calibration import (FeedReader,
+                                       Progress,
+                                       calibration_feeds,
+                                       list_images,
+                                       select_images,
+                                       split_for_calibration)
 from edgesdk.errors import EdgeSDKError
-from edgesdk.preprocess import PreprocessSpec, read_image
-from edgesdk.quantize import Budget, QuantizeSettings
+from edgesdk.device.preprocess import PreprocessSpec, read_image
+from edgesdk.build.quantize import Budget, QuantizeSettings
 
 IMAGES = TensorInfo("images", (1, 3, 224, 224), "float32")
 

@@ -8,19 +8,9 @@ import onnx.inliner
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgesdk.compat import (
-    BACKENDS,
-    NCNN_SUPPORTED,
-    NCNN_UNSUPPORTED,
-    ONNXRUNTIME_SUPPORTED,
-    OPENVINO_SUPPORTED,
-    OPENVINO_UNSUPPORTED,
-    TENSORRT_SUPPORTED,
-    TENSORRT_UNSUPPORTED,
-    BackendCompat,
-    check_compat,
-    format_compat,
-)
+from edgesdk.build.compat import BACKENDS, BackendCompat, check_compat, format_compat
+from edgesdk.build.compat_tables import (NCNN_SUPPORTED, NCNN_UNSUPPORTED, ONNXRUNTIME_SUPPORTED, OPENVINO_SUPPORTED,
+                                         OPENVINO_UNSUPPORTED, TENSORRT_SUPPORTED, TENSORRT_UNSUPPORTED)
 from edgesdk.errors import ModelError
 
 ML_OPS = ["ai.onnx.ml:LinearClassifier", "ai.onnx.ml:Normalizer", "ai.onnx.ml:ZipMap"]

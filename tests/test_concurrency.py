@@ -17,9 +17,9 @@ import pytest
 
 import edgesdk
 from edgesdk.backends.base import Artifact
-from edgesdk.bundle import MODEL_DIR, read_manifest
-from edgesdk.preprocess import read_image
-from edgesdk.runtime import NativeSession
+from edgesdk.device.bundle import MODEL_DIR, read_manifest
+from edgesdk.device.preprocess import read_image
+from edgesdk.device.runtime import NativeSession
 
 THREADS, CALLS = 8, 1000
 RSS_FIRST, RSS_TOTAL, RSS_GROWTH = 1000, 10000, 1.05

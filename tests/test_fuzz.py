@@ -30,7 +30,8 @@ def onnx_bytes(linear_relu_onnx):
 @FUZZ
 @given(data=st.data())
 def test_onnx_loader_mutations(tmp_path_factory, onnx_bytes, data):
-    from edgesdk.model import inspect, load_model
+    from edgesdk.build.inspect import inspect
+    from edgesdk.build.model import load_model
 
     b = bytearray(onnx_bytes)
     how = data.draw(st.sampled_from(["flip", "truncate", "splice", "random"]))
@@ -56,7 +57,7 @@ def test_onnx_loader_mutations(tmp_path_factory, onnx_bytes, data):
 @FUZZ
 @given(doc=json_values)
 def test_manifest_reader(tmp_path_factory, doc):
-    from edgesdk.bundle import MANIFEST, read_manifest
+    from edgesdk.device.bundle import MANIFEST, read_manifest
 
     d = tmp_path_factory.mktemp("b")
     (d / MANIFEST).write_text(json.dumps(doc))
@@ -69,7 +70,7 @@ def test_manifest_reader(tmp_path_factory, doc):
                                             "preprocess", "postprocess", "files", "versions", "validation",
                                             "benchmark", "golden", "x"]), json_values, min_size=10))
 def test_manifest_reader_near_valid(tmp_path_factory, doc):
-    from edgesdk.bundle import MANIFEST, read_manifest
+    from edgesdk.device.bundle import MANIFEST, read_manifest
 
     doc["schema"] = 1
     d = tmp_path_factory.mktemp("b")
@@ -84,7 +85,7 @@ def test_manifest_reader_near_valid(tmp_path_factory, doc):
 @given(doc=st.dictionaries(st.sampled_from(["size", "resize", "pad", "color", "mean", "std", "layout", "dtype",
                                             "interp", "scale"]), json_values, max_size=8))
 def test_preprocess_spec_from_dict(doc):
-    from edgesdk.preprocess import PreprocessSpec
+    from edgesdk.device.preprocess import PreprocessSpec
 
     try:
         PreprocessSpec.from_dict(doc)
@@ -97,7 +98,7 @@ def test_preprocess_spec_from_dict(doc):
                                             "inputs", "preprocess", "postprocess", "validate", "quantize",
                                             "engine_options", "bogus"]), json_values, max_size=12))
 def test_profile_parser(doc):
-    from edgesdk.targets import parse_profile
+    from edgesdk.build.targets import parse_profile
 
     try:
         parse_profile(doc, "fuzz.toml")
@@ -128,7 +129,7 @@ def test_ncnn_param_parser(lines):
        color=st.sampled_from(["rgb", "bgr"]), layout=st.sampled_from(["nchw", "nhwc"]),
        dtype=st.sampled_from(["float32", "float16", "uint8"]), roi=st.booleans(), seed=st.integers(0, 2**16))
 def test_native_preprocess_matches_reference(h, w, ow, oh, resize, interp, color, layout, dtype, roi, seed):
-    from edgesdk.preprocess import PreprocessSpec, preprocess, preprocess_reference
+    from edgesdk.device.preprocess import PreprocessSpec, preprocess, preprocess_reference
 
     rng = np.random.default_rng(seed)
     big = rng.integers(0, 256, (h + 3, w + 5, 3), dtype=np.uint8)

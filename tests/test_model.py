@@ -1,10 +1,11 @@
-"""edgesdk.model: loading, checking, op census, parameters and FLOPs on real models."""
+"""edgesdk.build.model: loading, checking, op census, parameters and FLOPs on real models."""
 import onnx
 import pytest
 
 import edgesdk
 from edgesdk.errors import EdgeSDKError, ModelError
-from edgesdk.model import check, count_flops, infer_shapes, inspect, load_model, parse_shape
+from edgesdk.build.inspect import check, inspect
+from edgesdk.build.model import count_flops, infer_shapes, load_model, parse_shape
 
 
 def test_effnet_params_and_flops(effnet_onnx):

@@ -13,8 +13,8 @@ import pytest
 import edgesdk
 from edgesdk import _native
 from edgesdk.errors import BackendUnavailable, EdgeSDKError, ModelError
-from edgesdk.preprocess import read_image
-from edgesdk.runtime import load
+from edgesdk.device.preprocess import read_image
+from edgesdk.device.runtime import load
 
 ENGINES = _native.engines()
 
@@ -196,8 +196,8 @@ def test_ncnn_int8_artifact_on_the_native_engine(tmp_path, effnet_onnx, effnet_p
     from edgesdk.backends.base import ConvertOptions
     from edgesdk.backends.ncnn.session import NcnnSession
     from edgesdk.backends.registry import get
-    from edgesdk.preprocess import PreprocessSpec, preprocess
-    from edgesdk.runtime import NativeSession
+    from edgesdk.device.preprocess import PreprocessSpec, preprocess
+    from edgesdk.device.runtime import NativeSession
 
     spec = PreprocessSpec(**effnet_preprocess)
     calib = [{"images": preprocess(read_image(p), spec)} for p in calib_images[:8]]

@@ -9,10 +9,10 @@ import pytest
 import edgesdk
 from edgesdk import _native
 from edgesdk.errors import EdgeSDKError
-from edgesdk.preprocess import PreprocessSpec, preprocess, preprocess_reference, read_image
+from edgesdk.device.preprocess import PreprocessSpec, preprocess, preprocess_reference, read_image
 
 # the module (the package attribute `edgesdk.preprocess` is the public function)
-pre = importlib.import_module("edgesdk.preprocess")
+pre = importlib.import_module("edgesdk.device.preprocess")
 IMAGENET = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
 

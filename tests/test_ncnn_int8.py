@@ -11,10 +11,10 @@ from edgesdk.backends.base import Artifact, ConvertOptions  # noqa: E402
 from edgesdk.backends.ncnn import int8  # noqa: E402
 from edgesdk.backends.ncnn.convert import find_pnnx  # noqa: E402
 from edgesdk.backends.ncnn.session import NcnnSession  # noqa: E402
-from edgesdk.backends.onnxruntime import reference_session  # noqa: E402
+from edgesdk.backends.onnxruntime.session import reference_session  # noqa: E402
 from edgesdk.errors import BackendUnavailable, ConversionError, EdgeSDKError, ModelError  # noqa: E402
-from edgesdk.preprocess import PreprocessSpec, preprocess_reference  # noqa: E402
-from edgesdk.validate import cosine  # noqa: E402
+from edgesdk.device.preprocess import PreprocessSpec, preprocess_reference  # noqa: E402
+from edgesdk.device.compare import cosine  # noqa: E402
 
 try:
     find_pnnx()
@@ -135,7 +135,7 @@ def test_ppocr_rec_with_attention_layers_left_float(backend, ppocr_rec_onnx, ppo
                                                     tmp_path):
     """A second real model with layers beyond convolutions (MultiHeadAttention, LayerNorm, Gemm): their
     weights pass through in fp32 at the right offsets (a layout slip fails the exact-size check)."""
-    from edgesdk import postprocess
+    from edgesdk.device import postprocess
     from tools.models import read_bgr, to_input
 
     spec = {"size": (320, 48), "resize": "stretch", "color": "bgr", "mean": (127.5,) * 3, "std": (127.5,) * 3,
@@ -215,7 +215,7 @@ def test_weights_of_another_build_fail_loudly(effnet_int8, fp32, tmp_path):
     # ncnn itself would load the longer fp32 file under the int8 param and compute garbage
     with pytest.raises(ModelError, match="does not belong"):
         NcnnSession(Artifact.load(mixed))
-    from edgesdk.runtime import NativeSession
+    from edgesdk.device.runtime import NativeSession
 
     if NativeSession.unavailable(Artifact.load(mixed)) is None:  # the native engine checks it the same way
         with pytest.raises(ModelError, match="does not belong"):

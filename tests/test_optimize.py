@@ -1,4 +1,4 @@
-"""edgesdk.optimize on the real models: folding, shape fixing, errors, and outputs unchanged vs onnxruntime."""
+"""edgesdk.build.optimize on the real models: folding, shape fixing, errors, and outputs unchanged vs onnxruntime."""
 from pathlib import Path
 
 import cv2
@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from edgesdk.backends.onnxruntime import reference_session
+from edgesdk.backends.onnxruntime.session import reference_session
 from edgesdk.errors import ConversionError, ModelError
-from edgesdk.model import dim_values
+from edgesdk.build.model import dim_values
 from edgesdk.atomic import staged_dir
-from edgesdk.optimize import optimize
+from edgesdk.build.optimize import optimize
 
 
 def page_input(image, h: int, w: int) -> np.ndarray:

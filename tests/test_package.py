@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from edgesdk.errors import ParityError, UnsupportedOpError
-from edgesdk.package import PARITY_FILE, REFERENCE_FILE, convert, validate_artifact
-from edgesdk.preprocess import PreprocessSpec
-from edgesdk.validate import Tolerance
+from edgesdk.build.package import convert
+from edgesdk.build.parity import PARITY_FILE, REFERENCE_FILE, validate_artifact
+from edgesdk.device.preprocess import PreprocessSpec
+from edgesdk.device.compare import Tolerance
 
 
 @pytest.fixture(scope="module")

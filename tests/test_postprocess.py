@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from edgesdk import postprocess
-from edgesdk.backends.onnxruntime import reference_session
+from edgesdk.device import ocr, postprocess
+from edgesdk.backends.onnxruntime.session import reference_session
 from edgesdk.errors import EdgeSDKError
-from edgesdk.preprocess import PreprocessSpec, preprocess_reference, read_image
+from edgesdk.device.preprocess import PreprocessSpec, preprocess_reference, read_image
 from tools import models
 
 needs_opencv_doc = pytest.mark.skipif(not models.OPENCV_DOC_EXAMPLES.is_dir(),
@@ -40,7 +40,7 @@ def words(text: str) -> set[str]:
 
 
 def test_kinds_are_the_profile_kinds():
-    from edgesdk.targets import POSTPROCESS
+    from edgesdk.build.targets import POSTPROCESS
 
     assert tuple(postprocess.KINDS) == POSTPROCESS
 
@@ -88,7 +88,7 @@ def test_rec_needs_labels():
 
 
 def test_device_side_imports_numpy_only():
-    code = ("import sys, edgesdk.postprocess; "
+    code = ("import sys, edgesdk.device.postprocess; "
             "print(sorted({'cv2', 'onnx', 'onnxruntime', 'torch', 'openvino', 'ncnn', 'scipy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
@@ -304,7 +304,7 @@ def test_min_area_rect_of_a_rotated_rectangle():
 
 def detect(det_session, frame, spec=None, params=None):
     h, w = frame.shape[:2]
-    spec = spec or postprocess.ppocr_det_spec(w, h)
+    spec = spec or ocr.ppocr_det_spec(w, h)
     outputs = det_session.run({"x": preprocess_reference(frame, spec)})
     return postprocess.get("ppocr-det", params)(outputs, (h, w), spec)["boxes"]
 
@@ -394,8 +394,8 @@ def test_rec_reads_real_word_crops(rec_session, ppocr_keys, real_images):
     for name in words_by_image:
         img = read_image(real_images[name])
         h, w = img.shape[:2]
-        crops.append(postprocess.crop_text(img, [[0, 0], [w, 0], [w, h], [0, h]]))
-    batch = postprocess.rec_batch(crops)
+        crops.append(ocr.crop_text(img, [[0, 0], [w, 0], [w, h], [0, h]]))
+    batch = ocr.rec_batch(crops)
     assert batch.shape[:3] == (3, 3, 48) and batch.shape[3] % 8 == 0 and batch.shape[3] >= 320
     out = rec(rec_session.run({"x": batch}))
     assert out["text"] == list(words_by_image.values())
@@ -406,7 +406,7 @@ def test_crop_text_turns_vertical_boxes():
     frame = np.zeros((100, 60, 3), np.uint8)
     frame[10:90, 20:30] = 255  # a tall white bar
     frame[10:20, 20:30, 2] = 0  # its top end is cyan (BGR: no red)
-    crop = postprocess.crop_text(frame, [[20, 10], [30, 10], [30, 90], [20, 90]], height=10)
+    crop = ocr.crop_text(frame, [[20, 10], [30, 10], [30, 90], [20, 90]], height=10)
     assert crop.shape == (10, 80, 3)  # turned a quarter: the bar now runs left to right
     assert crop[:, :8, 2].max() < 1 and crop[:, 12:, 2].min() > 254  # top end -> left end
 
@@ -415,7 +415,7 @@ def test_crop_text_turns_vertical_boxes():
 
 
 def test_ocr_page_reads_skimage_page(det_session, rec_session, ppocr_keys, page):
-    result = postprocess.ocr_page(det_session.run, rec_session.run, page, keys=ppocr_keys)
+    result = ocr.ocr_page(det_session.run, rec_session.run, page, keys=ppocr_keys)
     lines = result["lines"]
     assert len(lines) >= 6 and sum(bool(line["text"].strip()) for line in lines) >= len(lines) - 1
     found = words(result["text"])
@@ -434,7 +434,7 @@ def test_ocr_page_scales_small_text_up(det_session, rec_session, ppocr_keys, pag
     """page() at half size (5-pixel letters) still reads: the det input is scaled up to 960."""
     cv2 = pytest.importorskip("cv2")
     small = cv2.resize(page, (192, 96), interpolation=cv2.INTER_AREA)
-    result = postprocess.ocr_page(det_session.run, rec_session.run, small, keys=ppocr_keys)
+    result = ocr.ocr_page(det_session.run, rec_session.run, small, keys=ppocr_keys)
     expected = {"Region", "segmentation", "first", "determine", "markers", "coins", "pixels", "object",
                 "found", "extreme"}
     assert len(expected & words(result["text"])) >= 8, result["text"]
@@ -443,15 +443,15 @@ def test_ocr_page_scales_small_text_up(det_session, rec_session, ppocr_keys, pag
 @needs_opencv_doc
 def test_ocr_page_reads_a_street_sign(det_session, rec_session, ppocr_keys, real_images):
     photo = read_image(real_images["opencv_text_scenetext01"])
-    result = postprocess.ocr_page(det_session.run, rec_session.run, photo, keys=ppocr_keys)
+    result = ocr.ocr_page(det_session.run, rec_session.run, photo, keys=ppocr_keys)
     assert result["text"].split("\n")[:4] == ["NOTICE", "DOUBLE", "PARKING", "PROHIBITED"]
 
 
 def test_ocr_page_rejects_bad_frames_and_outputs(det_session, rec_session, ppocr_keys, page):
     with pytest.raises(EdgeSDKError, match="frame: expected dtype uint8"):
-        postprocess.ocr_page(det_session.run, rec_session.run, page.astype(np.float32), keys=ppocr_keys)
+        ocr.ocr_page(det_session.run, rec_session.run, page.astype(np.float32), keys=ppocr_keys)
     with pytest.raises(EdgeSDKError, match="det_run must return a dict"):
-        postprocess.ocr_page(lambda feeds: None, rec_session.run, page, keys=ppocr_keys)
+        ocr.ocr_page(lambda feeds: None, rec_session.run, page, keys=ppocr_keys)
 
 
 def test_ocr_page_fits_a_fixed_rec_shape(det_session, rec_session, ppocr_keys, page):
@@ -462,7 +462,7 @@ def test_ocr_page_fits_a_fixed_rec_shape(det_session, rec_session, ppocr_keys, p
         shapes.append(feeds["x"].shape)
         return rec_session.run(feeds)
 
-    result = postprocess.ocr_page(det_session.run, rec_run, page, keys=ppocr_keys, rec_shape=[2, 3, 48, 960])
+    result = ocr.ocr_page(det_session.run, rec_run, page, keys=ppocr_keys, rec_shape=[2, 3, 48, 960])
     assert shapes and set(shapes) == {(2, 3, 48, 960)}
     assert len(shapes) == math.ceil(len(result["lines"]) / 2)
     assert len({"Region", "determine", "markers", "coins", "pixels", "unambiguously", "object"}
@@ -473,15 +473,15 @@ def test_ocr_page_fits_a_fixed_rec_shape(det_session, rec_session, ppocr_keys, p
 def test_ocr_bundles_reads_page_through_packaged_models(tmp_path, ppocr_det_onnx, ppocr_rec_onnx, ppocr_keys, page):
     """Real bundles as `edgesdk run DET --rec REC` loads them: a fixed 960x480 letterboxed det with
     PP-OCR's normalisation, a rec fixed at [1, 3, 48, 960] carrying the character list."""
-    from edgesdk.package import package
-    from edgesdk.runtime import load
+    from edgesdk.build.package import package
+    from edgesdk.device.runtime import load
 
     spec = PreprocessSpec(size=(960, 480), resize="letterbox", color=postprocess.PPOCR_COLOR,
                           mean=postprocess.PPOCR_MEAN, std=postprocess.PPOCR_STD)
     package(ppocr_det_onnx, "x86-onnxruntime", tmp_path / "det", shapes={"x": (1, 3, 480, 960)}, spec=spec)
     package(ppocr_rec_onnx, "x86-onnxruntime", tmp_path / "rec", shapes={"x": (1, 3, 48, 960)}, labels=ppocr_keys)
     with load(tmp_path / "det") as det, load(tmp_path / "rec") as rec:
-        result = postprocess.ocr_bundles(det, rec, page)
+        result = ocr.ocr_bundles(det, rec, page)
     found = words(result["text"])
     assert len({"Region", "segmentation", "first", "determine", "markers", "coins", "background", "pixels",
                 "unambiguously", "object", "histogram"} & found) >= 9, result["text"]

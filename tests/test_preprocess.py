@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from edgesdk.errors import EdgeSDKError
-from edgesdk.preprocess import PreprocessSpec, check_frame, preprocess_reference, read_image
+from edgesdk.device.preprocess import PreprocessSpec, check_frame, preprocess_reference, read_image
 
 cv2 = pytest.importorskip("cv2")
 

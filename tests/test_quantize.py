@@ -11,14 +11,14 @@ import pytest
 import edgesdk
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
-from edgesdk.backends.onnxruntime import reference_session
-from edgesdk.calibration import calibration_feeds
+from edgesdk.backends.onnxruntime.session import reference_session
+from edgesdk.build.calibration import calibration_feeds
 from edgesdk.errors import ConversionError, ParityError
-from edgesdk.optimize import optimize
-from edgesdk.package import convert
-from edgesdk.preprocess import PreprocessSpec
-from edgesdk.quantize import Budget, QuantizeSettings, layer_sensitivity
-from edgesdk.validate import cosine
+from edgesdk.build.optimize import optimize
+from edgesdk.build.package import convert
+from edgesdk.device.preprocess import PreprocessSpec
+from edgesdk.build.quantize import Budget, QuantizeSettings, layer_sensitivity
+from edgesdk.device.compare import cosine
 
 pytestmark = pytest.mark.slow
 IMAGES = TensorInfo("images", (1, 3, 224, 224), "float32")

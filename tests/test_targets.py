@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from edgesdk.errors import TargetError
-from edgesdk.targets import list_targets, load_target
+from edgesdk.build.targets import list_targets, load_target
 
 REQUIRED = {"jetson-orin-nano", "jetson-orin-nano-int8", "jetson-xavier-nx", "rpi4", "rpi5", "rk3588-cpu",
             "x86-openvino", "x86-openvino-int8", "intel-igpu", "x86-onnxruntime", "host", "triton-server"}
@@ -101,8 +101,8 @@ def test_int8_profiles_keep_stem_and_depthwise_float(effnet_onnx):
     """[quantize] float_layers: classes resolve to the model's ONNX nodes; a node name stays itself; an
     entry that is neither is refused naming it."""
     from edgesdk.errors import EdgeSDKError
-    from edgesdk.model import load_model
-    from edgesdk.quantize import QuantizeSettings, resolve_float_layers
+    from edgesdk.build.model import load_model
+    from edgesdk.build.quantize import QuantizeSettings, resolve_float_layers
 
     for name in ("x86-openvino-int8", "rk3588-cpu"):
         settings = QuantizeSettings.from_profile(load_target(name).quantize)

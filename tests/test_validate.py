@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from edgesdk.errors import EdgeSDKError
-from edgesdk.validate import Tolerance, compare, cosine, first_divergence, tolerance_for
+from edgesdk.device.compare import Tolerance, compare, cosine, first_divergence, tolerance_for
 
 rng = np.random.default_rng(0)
 
@@ -83,7 +83,7 @@ def test_cosine_edges():
 
 def test_budget_check_names_the_fp32_gap_of_each_top1_flip():
     """The budget report says how close fp32 itself was on every image whose class changed."""
-    from edgesdk.quantize import Budget, check_budget
+    from edgesdk.build.quantize import Budget, check_budget
 
     refs = [{"logits": np.array([[2.0, 1.99, 0.0]])}, {"logits": np.array([[3.0, 0.0, 1.0]])},
             {"logits": np.array([[0.0, 0.5, 4.0]])}]

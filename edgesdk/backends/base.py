@@ -1,16 +1,21 @@
-"""The Backend / Session protocols every engine module implements, and the Artifact they exchange.
+"""The Backend / Session protocols every engine package implements, the Artifact they exchange, and
+what every session shares: the feed and thread checks and the close/`with` lifecycle (Polygraphy's
+BaseRunner + check_inputs, written once here).
 
 Build and run are separate objects (convert on a workstation, open on the board); a Session
-import must pull in nothing of the converter.
+import must pull in nothing of the converter. numpy only.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from edgesdk.errors import BundleError, EdgeSDKError, ModelError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_FILE = "artifact.json"
@@ -111,8 +116,6 @@ class Artifact:
 
     @classmethod
     def load(cls, root: str | Path) -> "Artifact":
-        from ..errors import BundleError
-
         if not Path(root).is_dir():
             raise BundleError(f"{root}: no such artifact directory")
         p = Path(root) / ARTIFACT_FILE
@@ -126,6 +129,59 @@ class Artifact:
             return cls.from_dict(d, Path(root))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{p}: malformed artifact description ({type(e).__name__}: {e})") from None
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an engine's exception: the part worth one line of stderr."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def missing_module(module: str, hint: str) -> str | None:
+    """None when `module` imports here, else `hint` (a Backend.available() answer)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return hint
+    return None
+
+
+def check_feeds(inputs: list[TensorInfo], feeds, source: str) -> None:
+    """ModelError naming the tensor for a feed that is missing, unknown, or of the wrong dtype, rank or dim."""
+    if not isinstance(feeds, dict):
+        raise ModelError(f"{source}: feeds must be a dict of input name -> numpy array, got {type(feeds).__name__}")
+    known = [t.name for t in inputs]
+    missing = [n for n in known if n not in feeds]
+    unknown = [n for n in feeds if n not in known]
+    if missing or unknown:
+        raise ModelError(f"{source}: inputs are {known}; missing {missing}, unknown {unknown}")
+    for t in inputs:
+        a = feeds[t.name]
+        if not isinstance(a, np.ndarray):
+            raise ModelError(f"{source}: input {t.name!r}: expected a numpy array, got {type(a).__name__}")
+        if a.dtype.name != t.dtype:
+            raise ModelError(f"{source}: input {t.name!r}: expected dtype {t.dtype}, got {a.dtype.name}")
+        want = list(t.shape)
+        if a.ndim != len(want) or any(isinstance(d, int) and d != g for d, g in zip(want, a.shape)):
+            raise ModelError(f"{source}: input {t.name!r}: expected shape {want}, got {list(a.shape)}")
+
+
+def check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise EdgeSDKError(f"threads must be a positive integer or None, got {threads!r}")
+
+
+class Closable:
+    """close() and the context manager, once for every session (and the Model): `with` closes on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @runtime_checkable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from ..errors import BackendUnavailable, EdgeSDKError
+from edgesdk.errors import BackendUnavailable, EdgeSDKError
 
 # name -> "module:attribute" of a Backend instance or class
 BUILTIN: dict[str, str] = {

@@ -15,11 +15,14 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
-from .backends.base import TensorInfo
-from .errors import EdgeSDKError
-from .preprocess import PreprocessSpec, preprocess, read_image
+from edgesdk.backends.base import TensorInfo
+from edgesdk.errors import EdgeSDKError
+from edgesdk.device.preprocess import PreprocessSpec, preprocess, read_image
 
 DEFAULT_CALIB_IMAGES = 100
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 class CalibrationReader(Protocol):
@@ -75,6 +78,35 @@ class Progress:
             self.stream.flush()
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    d = Path(folder)
+    if not d.is_dir():
+        raise EdgeSDKError(f"{d}: no such image folder")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EdgeSDKError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def image_layout(t: TensorInfo) -> str | None:
+    """'nchw' / 'nhwc' for a float 4-D input with 3 channels, else None."""
+    if len(t.shape) != 4 or not t.dtype.startswith("float"):
+        return None
+    if t.shape[1] == 3:
+        return "nchw"
+    if t.shape[3] == 3:
+        return "nhwc"
+    return None
+
+
+def default_spec(t: TensorInfo, shape: tuple[int, ...]) -> PreprocessSpec:
+    """ImageNet normalisation, stretched to the input's size: the common classifier convention."""
+    layout = image_layout(t) or "nchw"
+    h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
+    return PreprocessSpec(size=(w, h), resize="stretch", color="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                          layout=layout, dtype=t.dtype if t.dtype in ("float32", "float16") else "float32")
+
+
 def select_images(images: list, count: int, seed: int = 0) -> tuple[list, list]:
     """A seeded choice of `count` items and the rest (held back for the accuracy check), each in
     the original order. The same seed and list give the same split on every machine."""
@@ -100,8 +132,6 @@ def split_for_calibration(images: list, count: int = DEFAULT_CALIB_IMAGES, seed:
 
 def list_images(source) -> list:
     """An image folder, a list of paths or an iterable of HxWx3 uint8 BGR frames -> a list of either."""
-    from .package import image_files
-
     if isinstance(source, (str, Path)):
         return image_files(source)
     if isinstance(source, np.ndarray):
@@ -123,9 +153,7 @@ def _frame(item) -> np.ndarray:
 def input_spec(t: TensorInfo, shape: tuple[int, ...], spec: PreprocessSpec | None) -> PreprocessSpec | None:
     """The spec for one image input: the caller's normalisation and resize, with size, layout and
     dtype following the input. None when the input is not an image."""
-    from .package import _image_layout, default_spec
-
-    if not _image_layout(t):
+    if not image_layout(t):
         return None
     base = default_spec(t, shape)
     return base if spec is None else PreprocessSpec(

@@ -1,247 +1,25 @@
 """Per-backend compatibility of an ONNX model: operators, domains, opsets and dynamic input dims.
 
-The support tables below are plain data taken from each engine's own documentation (the source is
-named above each table). Where an engine is installed, `probe=True` tries it for real and its
-answer overrides the table. Build side: onnx and the engines are imported lazily.
+The tables (compat_tables.py) are plain data taken from each engine's own documentation. Where an
+engine is installed, `probe=True` asks the backend's own probe to try it for real, and its answer
+overrides the table. Build side: onnx and the engines are imported lazily.
 """
 from __future__ import annotations
 
 import numbers
-import re
-import signal
-import subprocess
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EdgeSDKError, ModelError
-from .model import DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, oversized_input, type_name
+from edgesdk.backends.probe import Probe, key_line, op_name
+from edgesdk.build.compat_tables import (COMPLETE_TABLES, FIX_HINT, INLINES_FUNCTIONS, IR_MAX, ML_DOMAIN,
+                                         ML_OPSET_MAX, OPSET_RANGE, TABLES)
+from edgesdk.build.model import DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, oversized_input, type_name
+from edgesdk.errors import ModelError
 
 BACKENDS = ("ncnn", "openvino", "tensorrt", "onnxruntime")
 ENGINE = {"ncnn": "pnnx/ncnn", "openvino": "OpenVINO", "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
-ML_DOMAIN = "ai.onnx.ml"
-PROBE_TIMEOUT_S = 60
-
-
-def _ops(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# ---------------------------------------------------------------------------- ncnn via pnnx
-# pnnx's README (Tencent/ncnn tools/pnnx/README.md, "Supported ONNX operator status", rows ticked in
-# both columns), plus the unary ops its src/pass_onnx.cpp maps to aten ops and Upsample, Einsum,
-# Expand, GridSample, which its pass_level2 ONNX patterns lower. Erf and Upsample are blank in the
-# README, yet pnnx 20261020 turned each addition into ncnn layers on single-op models here.
-NCNN_SUPPORTED = {"": _ops("""
-    Abs Acos Acosh Add Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip Concat
-    Constant Conv ConvTranspose Cos Cosh DepthToSpace Div Dropout Einsum Elu Erf Exp Expand Flatten
-    Floor GRU Gelu Gemm GlobalAveragePool GlobalMaxPool GridSample GroupNormalization HardSigmoid
-    HardSwish Identity InstanceNormalization LRN LSTM LayerNormalization LeakyRelu Log LogSoftmax
-    MatMul Max MaxPool Min Mish Mul Neg PRelu Pad Pow RMSNormalization RNN Reciprocal ReduceL1
-    ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
-    ReduceSumSquare Relu Reshape Resize Round Selu Shrink Sigmoid Sign Sin Sinh Slice Softmax
-    Softplus Split Sqrt Squeeze Sub Sum Tan Tanh Transpose Unsqueeze Upsample
-""")}
-# Absent from that README and left as "todo <op>" (no ncnn layer) by pnnx 20261020 on single-op models.
-NCNN_UNSUPPORTED = _ops("""
-    CumSum Det GlobalLpPool Hardmax IsInf IsNaN LpNormalization LpPool MaxUnpool Mean
-    MeanVarianceNormalization ScatterND Softsign Swish ThresholdedRelu Trilu
-""")
-# ncnn's layer types (ncnn_add_layer in src/CMakeLists.txt), for reading pnnx's .param output
-# when the ncnn Python package is not installed.
-NCNN_LAYERS = _ops("""
-    AbsVal ArgMax BatchNorm Bias BNLL Concat Convolution Crop Deconvolution Dropout Eltwise ELU Embed
-    Exp Flatten InnerProduct Input Log LRN MemoryData MVN Pooling Power PReLU Proposal Reduction ReLU
-    Reshape ROIPooling Scale Sigmoid Slice Softmax Split SPP TanH Threshold Tile RNN LSTM BinaryOp
-    UnaryOp ConvolutionDepthWise Padding Squeeze ExpandDims Normalize Permute PriorBox DetectionOutput
-    Interp DeconvolutionDepthWise ShuffleChannel InstanceNorm Clip Reorg YoloDetectionOutput Quantize
-    Dequantize Yolov3DetectionOutput PSROIPooling ROIAlign Packing Requantize Cast HardSigmoid SELU
-    HardSwish Noop PixelShuffle DeepCopy Mish StatisticsPooling Swish Gemm GroupNorm LayerNorm
-    Softplus GRU MultiHeadAttention GELU Convolution1D Pooling1D ConvolutionDepthWise1D Convolution3D
-    ConvolutionDepthWise3D Pooling3D MatMul Deconvolution1D DeconvolutionDepthWise1D Deconvolution3D
-    DeconvolutionDepthWise3D Einsum DeformableConv2D GLU Fold Unfold GridSample CumulativeSum CopyTo
-    Erf Diag CELU Shrink RMSNorm Spectrogram InverseSpectrogram Flip SDPA RotaryEmbed
-""")
-# pnnx's names for ONNX ops it maps to torch ops that have no ncnn layer (src/pass_onnx.cpp).
-PNNX_TO_ONNX = {
-    "torch.eq": "Equal", "torch.lt": "Less", "torch.le": "LessOrEqual", "torch.gt": "Greater",
-    "torch.ge": "GreaterOrEqual", "torch.logical_and": "And", "torch.logical_or": "Or",
-    "torch.logical_xor": "Xor", "torch.logical_not": "Not", "torch.bitwise_and": "BitwiseAnd",
-    "torch.bitwise_or": "BitwiseOr", "torch.bitwise_xor": "BitwiseXor", "torch.bitwise_not": "BitwiseNot",
-    "torch.where": "Where", "torch.tile": "Tile", "Tensor.to": "Cast",
-}
-
-# ---------------------------------------------------------------------------- OpenVINO
-# openvinotoolkit/openvino src/frontends/onnx/docs/supported_ops.md: rows with a "Supported Version".
-OPENVINO_SUPPORTED = {
-    "": _ops("""
-        ATen Abs Acos Acosh Add Affine AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh Attention
-        AveragePool BatchNormalization BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor
-        BlackmanWindow Cast CastLike Ceil Celu CenterCropPad Clip Col2Im Compress Concat
-        ConcatFromSequence Constant ConstantFill ConstantOfShape Conv ConvInteger ConvTranspose Cos Cosh
-        Crop CumSum DFT DepthToSpace DequantizeLinear Div Dropout DynamicQuantizeLinear Einsum Elu Equal
-        Erf Exp Expand EyeLike Flatten Floor GRU Gather GatherElements GatherND Gelu Gemm
-        GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample
-        GroupNormalization HammingWindow HannWindow HardSigmoid HardSwish Hardmax Identity If
-        ImageScaler InstanceNormalization IsFinite IsInf IsNaN LRN LSTM LayerNormalization LeakyRelu
-        Less LessOrEqual Log LogSoftmax Loop LpNormalization MatMul MatMulInteger Max MaxPool MaxRoiPool
-        Mean MeanVarianceNormalization Min Mish Mod Mul Multinomial Neg NegativeLogLikelihoodLoss
-        NonMaxSuppression NonZero Not OneHot Or PRelu Pad Pow QLinearConv QLinearMatMul QuantizeLinear
-        RMSNormalization RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range
-        Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin
-        ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RoiAlign
-        RotaryEmbedding Round STFT Scan Scatter ScatterElements ScatterND Selu SequenceAt
-        SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength Shape Shrink
-        Sigmoid Sign SimplifiedLayerNormalization Sin Sinh Size Slice Softmax SoftmaxCrossEntropyLoss
-        Softplus Softsign SpaceToDepth Split SplitToSequence Sqrt Squeeze Sub Sum Tan Tanh
-        ThresholdedRelu Tile TopK Transpose Trilu Unique Unsqueeze Upsample Where Xor
-    """),
-    ML_DOMAIN: _ops("Normalizer"),
-    "com.microsoft": _ops("""
-        Attention BiasAdd BiasGelu BifurcationDetector DequantizeLinear DynamicQuantizeMatMul
-        EmbedLayerNormalization FastGelu FusedConv FusedGemm FusedMatMul GatherND Gelu GroupNorm
-        GroupQueryAttention MatMulIntegerToFloat MatMulNBits Pad QLinearAdd QLinearAveragePool
-        QLinearConcat QLinearLeakyRelu QLinearMul QLinearReduceMean QLinearSigmoid QLinearSoftmax
-        QLinearWhere QuantizeLinear QuickGelu Range RotaryEmbedding SimplifiedLayerNormalization
-        SkipLayerNormalization SkipSimplifiedLayerNormalization Trilu
-    """),
-    "org.openvinotoolkit": _ops("""
-        DeformableConv2D DetectionOutput ExperimentalDetectronDetectionOutput
-        ExperimentalDetectronGenerateProposalsSingleImage ExperimentalDetectronGroupNorm
-        ExperimentalDetectronPriorGridGenerator ExperimentalDetectronROIFeatureExtractor
-        ExperimentalDetectronTopKROIs FakeQuantize GenerateProposals GroupNorm Normalize PriorBox
-        PriorBoxClustered Swish
-    """),
-    "org.pytorch.aten": _ops("adaptive_avg_pool2d"),
-    "mmdeploy": _ops("MMCVRoIAlignRotated NMSRotated"),
-}
-# Same page, rows with no supported version. LpPool is left out: the page lists it unsupported,
-# but OpenVINO 2026.4.1 converts it (Bernoulli, DeformConv, Det, MaxUnpool checked and refused).
-OPENVINO_UNSUPPORTED = _ops("""
-    Bernoulli DeformConv Det ImageDecoder MaxUnpool MelWeightMatrix Optional OptionalGetElement
-    OptionalHasElement RegexFullMatch SequenceMap StringConcat StringNormalizer StringSplit
-    TfIdfVectorizer
-""")
-
-# ---------------------------------------------------------------------------- TensorRT
-# onnx/onnx-tensorrt docs/operators.md for TensorRT 10.15 ("Y" rows). Older TensorRT (JetPack)
-# takes fewer ops. Ops outside the matrix go to the parser's plugin fallback.
-TENSORRT_SUPPORTED = {"": _ops("""
-    Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool
-    BatchNormalization BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv
-    ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal
-    Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool
-    GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow
-    HannWindow HardSigmoid HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN
-    LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool
-    MatMul Max MaxPool Mean MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not
-    OneHot Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike
-    RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
-    ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
-    ReverseSequence RMSNormalization RNN RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter
-    ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus
-    Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh TensorScatter ThresholdedRelu Tile TopK
-    Transpose Trilu Unsqueeze Upsample Where Xor
-""")}
-# Same page, "N" rows.
-TENSORRT_UNSUPPORTED = _ops("""
-    AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad
-    Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger
-    MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional
-    OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt
-    SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
-    SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer
-    Unique
-""")
-
-# ---------------------------------------------------------------------------- ONNX Runtime
-# microsoft/onnxruntime docs/OperatorKernels.md, CPUExecutionProvider, as registered in ORT 1.31.1
-# (the page is generated from the registered kernels, so it is the complete list). Constant is
-# folded into initializers and needs no kernel; ops ONNX defines as functions are expanded.
-ONNXRUNTIME_SUPPORTED = {
-    "": _ops("""
-        Abs Acos Acosh Add Affine AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh Attention
-        AveragePool BatchNormalization BitCast BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor
-        BlackmanWindow Cast Ceil Celu Clip Col2Im Compress Concat ConcatFromSequence Constant
-        ConstantOfShape Conv ConvInteger ConvTranspose Cos Cosh Crop CumProd CumSum DFT DeformConv
-        DepthToSpace DequantizeLinear Det Div Dropout DynamicQuantizeLinear DynamicSlice Einsum Elu Equal
-        Erf Exp Expand EyeLike Flatten Floor GRU Gather GatherElements GatherND Gelu Gemm
-        GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample HammingWindow
-        HannWindow HardSigmoid Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LRN LSTM
-        LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LpNormalization LpPool MatMul
-        MatMulInteger Max MaxPool MaxRoiPool MaxUnpool Mean MeanVarianceNormalization MelWeightMatrix Min
-        Mod Mul Multinomial Neg NonMaxSuppression NonZero Not OneHot Optional OptionalGetElement
-        OptionalHasElement Or PRelu Pad ParametricSoftplus Pow QLinearConv QLinearMatMul QuantizeLinear
-        RMSNormalization RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range
-        Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin
-        ReduceProd ReduceSum ReduceSumSquare RegexFullMatch Relu Reshape Resize ReverseSequence RoiAlign
-        RotaryEmbedding Round STFT Scale ScaledTanh Scan Scatter ScatterElements ScatterND Selu
-        SequenceAt SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength Shape
-        Shrink Sigmoid Sign SimplifiedLayerNormalization Sin Sinh Size Slice Softmax Softplus Softsign
-        SpaceToDepth Split SplitToSequence Sqrt Squeeze StringConcat StringNormalizer StringSplit Sub Sum
-        Tan Tanh TensorScatter TfIdfVectorizer ThresholdedRelu Tile TopK Transpose Trilu Unique Unsqueeze
-        Upsample Where Xor
-    """),
-    ML_DOMAIN: _ops("""
-        ArrayFeatureExtractor Binarizer CastMap CategoryMapper DictVectorizer FeatureVectorizer Imputer
-        LabelEncoder LinearClassifier LinearRegressor Normalizer OneHotEncoder SVMClassifier
-        SVMRegressor Scaler TreeEnsemble TreeEnsembleClassifier TreeEnsembleRegressor ZipMap
-    """),
-    "com.microsoft": _ops("""
-        Attention AttnLSTM BeamSearch BiasGelu BifurcationDetector BranchwiseRMSNorm CDist
-        CausalConvWithState ConvTransposeWithDynamicPads CropAndResize DecoderMaskedMultiHeadAttention
-        DequantizeLinear DynamicQuantizeLSTM DynamicQuantizeMatMul DynamicTimeWarping
-        EmbedLayerNormalization EngramGate ExpandDims FastGelu FusedConv FusedGemm FusedMatMul GatedAdd
-        GatedRMSNorm GatherBlockQuantized GatherND Gelu GreedySearch GridSample GroupQueryAttention
-        HyperConnectionPostMix HyperConnectionPreMix Inverse LinearAttention LinearAttentionGate
-        MRotaryEmbedding MatMulBnb4 MatMulFpQ4 MatMulInteger16 MatMulIntegerToFloat MatMulNBits
-        MaxpoolWithMask MoE MultiHeadAttention MurmurHash3 NGramHashMapping NGramRepeatBlock NhwcMaxPool
-        Pad QAttention QEmbedLayerNormalization QGemm QLinearAdd QLinearAveragePool QLinearConcat
-        QLinearConv QLinearGlobalAveragePool QLinearLeakyRelu QLinearMul QLinearSigmoid QLinearSoftmax
-        QLinearWhere QMoE QuantizeLinear QuickGelu Range RotaryEmbedding SampleOp Sampling ScaledSiLU
-        SkipLayerNormalization SkipSimplifiedLayerNormalization SparseAttention SparseToDenseMatMul
-        Tokenizer TransposeMatMul Trilu UnfoldTensor Unique VarlenNGramHashMapping WhisperBeamSearch
-        WordConvEmbedding
-    """),
-}
-
-# backend -> (supported ops by domain, default-domain ops documented as unsupported)
-TABLES = {
-    "ncnn": (NCNN_SUPPORTED, NCNN_UNSUPPORTED),
-    "openvino": (OPENVINO_SUPPORTED, OPENVINO_UNSUPPORTED),
-    "tensorrt": (TENSORRT_SUPPORTED, TENSORRT_UNSUPPORTED),
-    "onnxruntime": (ONNXRUNTIME_SUPPORTED, frozenset()),
-}
-# Tables listing every op the engine has; an op missing from them is unsupported, not unverified.
-COMPLETE_TABLES = frozenset({"onnxruntime"})
-# Engines that inline model-local functions (pnnx and ORT measured; onnx-tensorrt has a
-# LocalFunctionImporter). OpenVINO 2026.4.1 reports "No conversion rule" for a local function call.
-INLINES_FUNCTIONS = frozenset({"ncnn", "tensorrt", "onnxruntime"})
-
-# (min, max) default-domain opset; None where neither docs nor the engine state a bound.
-OPSET_RANGE = {
-    "ncnn": (None, 26),  # pnnx 20261020's bundled onnxruntime 1.30 refuses opset 27 (measured)
-    "openvino": (None, None),  # 2026.4.1 converts opset 28 models; its op table reaches opset 23
-    "tensorrt": (9, 24),  # operators.md: "TensorRT 10.15 supports operators ... opset 9 to opset 24"
-    "onnxruntime": (None, 26),  # 1.31.1: "Current official support for domain ai.onnx is till opset 26"
-}
-ML_OPSET_MAX = {"onnxruntime": 5}  # 1.31.1: "... domain ai.onnx.ml is till opset 5"
-# ORT 1.31.1: "max supported IR version: 13". (edgesdk's ncnn converter lowers the IR for pnnx itself.)
-IR_MAX = {"onnxruntime": 13}
-
-FIX_HINT = {
-    "ncnn": "pnnx cannot lower them: replace them in the model before export, or use the onnxruntime backend",
-    "openvino": "they need an OpenVINO frontend extension, or use the onnxruntime backend",
-    "tensorrt": "they need a TensorRT plugin, or use the onnxruntime backend",
-    "onnxruntime": "they need a custom-op library (SessionOptions.register_custom_ops_library)",
-}
-
-# numpy dtype name -> pnnx inputshape type suffix
-PNNX_TYPES = {
-    "float32": "f32", "float16": "f16", "float64": "f64", "int8": "i8", "int16": "i16",
-    "int32": "i32", "int64": "i64", "uint8": "u8", "bool": "bool",
-}
 
 
 @dataclass
@@ -254,15 +32,6 @@ class BackendCompat:
 
     def to_dict(self) -> dict:
         return {"supported": self.supported, "unsupported": list(self.unsupported), "notes": list(self.notes)}
-
-
-@dataclass
-class _Probe:
-    """What an engine did with the model: ok, or the ops it named and why it failed."""
-
-    ok: bool
-    ops: list[str] = field(default_factory=list)
-    reason: str = ""
 
 
 def check_compat(
@@ -293,7 +62,7 @@ def check_compat(
         limits = _limit_notes(b, opsets, int(model.ir_version))
         c = BackendCompat(supported=not unsupported and not limits, unsupported=unsupported, notes=limits)
         result = probes.get(b)
-        if isinstance(result, _Probe):
+        if isinstance(result, Probe):
             if result.ok:
                 if c.unsupported:
                     c.notes.append(f"the table lists {', '.join(c.unsupported)}, yet {ENGINE[b]} took them")
@@ -304,13 +73,13 @@ def check_compat(
             if result.ok or result.ops:
                 unverified = []
         c.notes.extend(_fix_notes(b, c.unsupported))
-        if b not in INLINES_FUNCTIONS and any(_name(*f) in c.unsupported for f in calls - inlined):
+        if b not in INLINES_FUNCTIONS and any(op_name(*f) in c.unsupported for f in calls - inlined):
             c.notes.append(f"{ENGINE[b]} does not inline model-local functions: inline them first "
                            f"(onnx.inliner.inline_local_functions)")
         c.notes.extend(_dynamic_notes(b, inputs))
         if unverified:
             c.notes.append(f"not in {ENGINE[b]}'s documented list; unverified: {', '.join(unverified)}")
-        if isinstance(result, _Probe):
+        if isinstance(result, Probe):
             c.notes.append(f"probe: {result.reason}")
         elif result:
             c.notes.append(result)
@@ -378,10 +147,6 @@ def _model_ops(model, inline: bool) -> set[tuple[str, str]]:
     return found
 
 
-def _name(domain: str, op: str) -> str:
-    return f"{domain}:{op}" if domain else op
-
-
 def _table_answer(backend: str, ops: set, opsets: dict) -> tuple[list[str], list[str]]:
     """(unsupported, unverified) op names for `backend` by its table."""
     supported, documented_no = TABLES[backend]
@@ -395,7 +160,7 @@ def _table_answer(backend: str, ops: set, opsets: dict) -> tuple[list[str], list
             unknown.append(op)
             continue
         # Ops of other domains count as unsupported unless the engine's table lists them.
-        bad.append(_name(domain, op))
+        bad.append(op_name(domain, op))
     return bad, unknown
 
 
@@ -444,10 +209,10 @@ def _fix_notes(backend: str, unsupported: list[str]) -> list[str]:
 
 
 def _shape_suggestion(name: str, dims: list) -> str:
-    from .backends.base import TensorInfo
-    from .backends.ncnn.convert import _shape_hint  # the hint the ncnn converter itself gives
+    from edgesdk.backends.base import TensorInfo
+    from edgesdk.backends.ncnn.convert import shape_hint  # the hint the ncnn converter itself gives
 
-    return _shape_hint(TensorInfo(name, tuple(dims), "float32"))
+    return shape_hint(TensorInfo(name, tuple(dims), "float32"))
 
 
 def _dynamic_notes(backend: str, inputs: list) -> list[str]:
@@ -472,13 +237,16 @@ def _dynamic_notes(backend: str, inputs: list) -> list[str]:
 
 # ---------------------------------------------------------------------------- probes
 
-def _run_probes(model, model_path, inputs, ops: dict[str, set]) -> dict[str, _Probe | str]:
-    """Each installed engine's verdict, or a note saying why it was not asked. Never raises."""
+def _run_probes(model, model_path, inputs, ops: dict[str, set]) -> dict[str, Probe | str]:
+    """Each installed engine's verdict (the backend's own probe), or a note saying why it was not
+    asked. Never raises."""
     import importlib.util
+
+    from edgesdk.backends import registry
 
     trt = ("not probed: tensorrt not installed" if importlib.util.find_spec("tensorrt") is None
            else "not probed: edgesdk does not probe TensorRT; the table answers")
-    out: dict[str, _Probe | str] = {"tensorrt": trt}
+    out: dict[str, Probe | str] = {"tensorrt": trt}
     with tempfile.TemporaryDirectory(prefix="edgesdk-compat-") as tmp:
         tmp = Path(tmp)
         path = Path(model_path) if model_path and Path(model_path).is_file() else tmp / "model.onnx"
@@ -488,159 +256,13 @@ def _run_probes(model, model_path, inputs, ops: dict[str, set]) -> dict[str, _Pr
             except ValueError as e:  # protobuf's 2 GB limit
                 note = f"not probed: the model cannot be serialized ({e}); pass its file path"
                 return {**out, "ncnn": note, "openvino": note, "onnxruntime": note}
-        for backend, probe in (("onnxruntime", _probe_onnxruntime), ("openvino", _probe_openvino)):
+        for backend, who in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("ncnn", "pnnx")):
             try:
-                out[backend] = probe(path, ops[backend])
+                out[backend] = registry.get(backend).probe(model, path, tmp / backend, inputs, ops[backend])
             except ImportError:
                 out[backend] = f"not probed: {backend} not installed"
             except Exception as e:  # an engine failing oddly must not sink the report
-                out[backend] = f"not probed: {backend} probe failed unexpectedly: {_key_line(str(e))}"
-        try:
-            out["ncnn"] = _probe_ncnn(model, tmp / "pnnx", inputs, ops["ncnn"])
-        except Exception as e:
-            out["ncnn"] = f"not probed: pnnx probe failed unexpectedly: {_key_line(str(e))}"
+                out[backend] = f"not probed: {who} probe failed unexpectedly: {key_line(str(e))}"
     return out
 
 
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"{dist} {version(dist)}"
-    except PackageNotFoundError:
-        return dist
-
-
-def _report_names(names, ops: set) -> list[str]:
-    """Engine-reported op names (maybe 'domain.Op' or 'Op-17') as the report spells them."""
-    out = set()
-    for raw in names:
-        token = re.sub(r"-\d+$", "", raw.strip())
-        match = [_name(d, op) for d, op in ops if op == token or f"{d}.{op}" == token or f"{d}:{op}" == token]
-        out.update(match or [token])
-    return sorted(out)
-
-
-def _key_line(message: str) -> str:
-    """The telling line of an engine's error message, without source paths and C++ signatures."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    line = lines[-1] if lines else message
-    line = re.sub(r"^.*\.(?:cc|cpp|h):\d+ \S+\(.*?\) ", "", line)
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
-def _probe_onnxruntime(path: Path, ops: set) -> _Probe:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # kernels are still resolved
-    who = _version("onnxruntime")
-    try:
-        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        msg = str(e)
-        names = re.findall(r"Could not find an implementation for (\w+)\(", msg)
-        names += re.findall(r"([\w.]+:\w+)\(-?\d+\) is not a registered function/op", msg)
-        names += re.findall(r"No Op registered for (\w+)", msg)
-        known = re.search(
-            r"Unsupported model IR version[^\n]*|Current official support for domain [\w.]+ is till opset \d+", msg)
-        reason = known.group(0) if known else _key_line(msg)
-        return _Probe(False, _report_names(names, ops), f"{who} refused it: {reason}")
-    return _Probe(True, reason=f"{who} loaded it")
-
-
-def _probe_openvino(path: Path, ops: set) -> _Probe:
-    import openvino as ov
-
-    who = _version("openvino")
-    try:
-        ov.convert_model(str(path))
-    except Exception as e:
-        msg = str(e)
-        no_rule = [n for m in re.findall(r"No conversion rule found for operations: (.+)", msg) for n in m.split(",")]
-        failed = [n for m in re.findall(r"Conversion is failed for: (.+)", msg) for n in m.split(",")]
-        # An op that failed only because its input came from an op without a rule is collateral.
-        names = _report_names(no_rule or failed, ops)
-        reason = f"no conversion rule for {', '.join(names)}" if no_rule else _key_line(msg)
-        if no_rule and failed:
-            reason += f"; conversion also failed for {', '.join(_report_names(failed, ops))}"
-        return _Probe(False, names, f"{who} convert_model failed: {reason}")
-    return _Probe(True, reason=f"{who} converted it")
-
-
-def _probe_ncnn(model, work: Path, inputs: list, ops: set) -> _Probe | str:
-    """Run the pnnx converter (it writes ncnn's .param) and read what it could not lower."""
-    from .backends.ncnn.convert import _write_work_model, find_pnnx
-
-    try:
-        pnnx = find_pnnx()
-    except EdgeSDKError:
-        return "not probed: pnnx not installed (pip install --no-deps pnnx)"
-    specs = []
-    for name, dims, dtype in inputs:
-        # A dynamic batch becomes 1, as the ncnn converter does; other dynamic dims need a shape.
-        dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(dims)]
-        if not all(isinstance(d, int) for d in dims):
-            return f"not probed: pnnx needs a fixed shape for input '{name}' {dims}; pass shapes to probe it"
-        if dtype not in PNNX_TYPES:
-            return f"not probed: pnnx takes tensor inputs of plain dtypes; input '{name}' is {dtype}"
-        specs.append(f"[{','.join(str(d) for d in dims)}]{PNNX_TYPES[dtype]}")
-    work.mkdir()
-    try:
-        _write_work_model(model, work / "model.onnx", "model")
-    except ModelError as e:
-        return f"not probed: {e}"
-    try:
-        proc = subprocess.run(
-            [str(pnnx), "model.onnx", f"inputshape={','.join(specs)}", "fp16=0"],
-            cwd=work, capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        return f"not probed: pnnx did not finish within {PROBE_TIMEOUT_S} s"
-    who = _version("pnnx")
-    log = proc.stdout + proc.stderr
-    names = re.findall(r"^todo (\S+)", log, re.M) + re.findall(r"unexpected op_type (\S+)", log)
-    names += re.findall(r"No Op registered for (\w+)", log)
-    leftovers = []
-    param = work / "model.ncnn.param"
-    if proc.returncode == 0 and param.is_file():
-        known = _ncnn_layer_check()
-        model_ops = {op for d, op in ops if not d}
-        # a .param line after the two header lines starts with the layer type
-        kinds = [ln.split()[0] for ln in param.read_text(errors="replace").splitlines()[2:] if ln.strip()]
-        for kind in kinds:
-            if known(kind):
-                continue
-            onnx_op = kind if kind in model_ops else PNNX_TO_ONNX.get(kind)
-            if onnx_op in model_ops:
-                names.append(onnx_op)
-            else:
-                leftovers.append(kind)
-        if not names and not leftovers:
-            return _Probe(True, reason=f"{who} converted it to ncnn layers")
-    unsupported = _report_names(names, ops)
-    reasons = []
-    if unsupported:
-        reasons.append(f"no ncnn layer for {', '.join(unsupported)}")
-    if leftovers:
-        reasons.append(f"pnnx left ops ncnn has no layer for: {', '.join(sorted(set(leftovers)))}")
-    if proc.returncode != 0:
-        rc = proc.returncode
-        how = (f"crashed ({signal.Signals(-rc).name})" if rc < 0 and -rc in signal.valid_signals()
-               else f"exited with code {rc}")
-        errors = [ln for ln in log.splitlines() if re.search(r"fail|error|unsupported", ln, re.I)]
-        # the op names, when pnnx printed them, say more than its last words
-        reasons.append(f"pnnx {how}" + (f": {_key_line(errors[-1])}" if errors and not unsupported else ""))
-    elif not param.is_file():
-        reasons.append("pnnx wrote no ncnn .param")
-    return _Probe(False, unsupported, f"{who} failed: {'; '.join(reasons)}")
-
-
-def _ncnn_layer_check():
-    """layer type -> bool: the installed ncnn's registry, else ncnn's layer list above."""
-    try:
-        import ncnn
-    except ImportError:
-        return lambda kind: kind in NCNN_LAYERS
-    return lambda kind: ncnn.layer_to_index(kind) >= 0

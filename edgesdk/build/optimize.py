@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import staged_file
-from .errors import ConversionError, EdgeSDKError, ModelError
-from .model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model
+from edgesdk.atomic import staged_file
+from edgesdk.errors import ConversionError, EdgeSDKError, ModelError
+from edgesdk.build.model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,6 @@ finds the first depthwise convolution, whose int8 weights alone cost ten times a
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,28 +26,14 @@ from typing import Callable
 
 import numpy as np
 
-from .backends.base import Artifact, ConvertOptions, TensorInfo
-from .calibration import DEFAULT_CALIB_IMAGES, calibration_feeds, list_images, split_for_calibration
-from .errors import BackendUnavailable, EdgeSDKError, ParityError
+from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
+from edgesdk.build.calibration import DEFAULT_CALIB_IMAGES, calibration_feeds, list_images, split_for_calibration
+from edgesdk.build.sensitivity import layer_sensitivity
+from edgesdk.errors import BackendUnavailable, EdgeSDKError, ParityError
 
 METHODS = ("kl", "minmax", "aciq")
 DEFAULT_MAX_FALLBACK = 12  # layers kept in float before the budget is declared unreachable
 SENSITIVITY_SAMPLES = 6
-SENSITIVITY_CALIBRATION = 32  # feeds for the simulator's ranges: ranking needs no more
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-
-
-@contextlib.contextmanager
-def quiet_build_tools():
-    """Quantizers print progress to stdout and warnings through the root logger; `--json` output
-    must stay clean, and our own progress lines say what is happening."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
 
 
 # ---------------------------------------------------------------------------- policy
@@ -146,7 +128,7 @@ class BudgetCheck:
 
 def check_budget(refs: list[dict], gots: list[dict], budget: Budget) -> BudgetCheck:
     """Held-back outputs of fp32 (refs) and int8 (gots) against the budget."""
-    from .validate import Tolerance, compare
+    from edgesdk.device.compare import Tolerance, compare
 
     report = compare(refs, gots, "int8", Tolerance(min_cosine=-1.0, atol=float("inf"), min_top1=0.0))
     top1 = report.top1_agreement
@@ -160,7 +142,7 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget) -> BudgetCh
 
 
 def _flip_gaps(refs: list[dict], gots: list[dict]) -> list[float]:
-    from .validate import classifier_rows
+    from edgesdk.device.compare import classifier_rows
 
     gaps = []
     for ref, got in zip(refs, gots):
@@ -200,131 +182,6 @@ def _is_depthwise(conv, weights: dict) -> bool:
     weight = weights.get(conv.input[1]) if len(conv.input) > 1 else None
     # weight [out, in/group, kh, kw]: one input channel per group
     return group > 1 and weight is not None and len(weight.dims) >= 2 and weight.dims[1] == 1
-
-
-# ---------------------------------------------------------------------------- sensitivity
-
-def layer_sensitivity(model: Path, calibration: list[dict], samples: list[dict],
-                      exclude: list[str] = ()) -> list[tuple[str, float]]:
-    """(ONNX node name, mean output 1 - cosine when only that node is quantized), worst first.
-    Nodes in `exclude` are not scored. See the module docstring for why this measure."""
-    import onnx
-
-    from .backends.onnxruntime import _first_line, quantize_qdq
-    from .model import load_model
-
-    if not samples:
-        raise EdgeSDKError("layer sensitivity needs at least one sample")
-    float_model = load_model(model)
-    with tempfile.TemporaryDirectory(prefix="edgesdk-sens-") as work:
-        qdq_path = Path(work) / "qdq.onnx"
-        quantize_qdq(model, qdq_path, ConvertOptions(precision="int8", calibration=calibration[:SENSITIVITY_CALIBRATION],
-                                                    exclude=list(exclude), calib_method="minmax"))
-        qdq = onnx.load(str(qdq_path))
-    producer = {o: n for n in qdq.graph.node for o in n.output}
-    inits = {i.name: i for i in qdq.graph.initializer}
-    float_index = {n.name: k for k, n in enumerate(float_model.graph.node)}
-    float_tensors = ({i.name for i in float_model.graph.input} | {i.name for i in float_model.graph.initializer}
-                     | {o for n in float_model.graph.node for o in n.output})
-    outputs = [o.name for o in float_model.graph.output]
-    refs = _run(float_model, samples, outputs)
-
-    scores = []
-    for node in qdq.graph.node:
-        if node.op_type in QDQ_OPS or node.name not in float_index or node.name in exclude:
-            continue
-        sim = onnx.ModelProto()
-        sim.CopyFrom(float_model)
-        target = sim.graph.node[float_index[node.name]]
-        added = 0
-        for k, name in enumerate(node.input):
-            dq = producer.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear" or k >= len(target.input):
-                continue
-            q = producer.get(dq.input[0])
-            chain = [q, dq] if q is not None and q.op_type == "QuantizeLinear" else [dq]
-            if chain[0].input[0] not in float_tensors and chain[0].input[0] not in inits:
-                continue
-            suffix = f"__sens{k}"
-            for c in chain:
-                copy = onnx.NodeProto()
-                copy.CopyFrom(c)
-                copy.name = c.name + suffix
-                copy.output[0] = c.output[0] + suffix
-                if c is dq and len(chain) == 2:
-                    copy.input[0] = q.output[0] + suffix
-                sim.graph.initializer.extend(inits[i] for i in copy.input if i in inits and i not in float_tensors)
-                sim.graph.node.append(copy)
-            target.input[k] = dq.output[0] + suffix
-            added += 1
-        if not added:
-            continue
-        _dedupe_initializers(sim)
-        sim = _toposort(sim)
-        try:
-            gots = _run(sim, samples, outputs)
-        except Exception as e:
-            raise EdgeSDKError(f"sensitivity of node {node.name!r}: {_first_line(e)}") from e
-        errs = [1.0 - _cos(r[o], g[o]) for r, g in zip(refs, gots) for o in outputs]
-        scores.append((node.name, float(np.mean(errs))))
-    return sorted(scores, key=lambda s: -s[1])
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    from .validate import cosine
-
-    return cosine(a, b)
-
-
-def _dedupe_initializers(model) -> None:
-    seen, keep = set(), []
-    for i in model.graph.initializer:
-        if i.name not in seen:
-            seen.add(i.name)
-            keep.append(i)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-
-
-def _toposort(model):
-    """Appended nodes go after the node that consumes them: put every node after its producers."""
-    produced = {o: k for k, n in enumerate(model.graph.node) for o in n.output}
-    nodes = list(model.graph.node)
-    order, done, state = [], set(), {}
-
-    def visit(k):
-        if k in done:
-            return
-        stack = [(k, False)]
-        while stack:
-            i, expanded = stack.pop()
-            if i in done:
-                continue
-            if expanded:
-                done.add(i)
-                order.append(nodes[i])
-                continue
-            stack.append((i, True))
-            for t in nodes[i].input:
-                j = produced.get(t)
-                if j is not None and j not in done and state.get(j) != i:
-                    state[j] = i
-                    stack.append((j, False))
-
-    for k in range(len(nodes)):
-        visit(k)
-    del model.graph.node[:]
-    model.graph.node.extend(order)
-    return model
-
-
-def _run(model, feeds: list[dict], outputs: list[str]) -> list[dict]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # all optimisations on: 7x faster than unfused fake quantization
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return [dict(zip(outputs, sess.run(outputs, f))) for f in feeds]
 
 
 # ---------------------------------------------------------------------------- the quantize stage
@@ -378,7 +235,7 @@ class QuantizeReport:
 def _checker(be, artifact: Artifact, threads: int | None):
     """A session that runs the artifact here and what it is, or (None, why not). A TensorRT int8
     artifact's QDQ ONNX runs on onnxruntime: the same quantized graph TensorRT will build from."""
-    from .backends.onnxruntime import OnnxRuntimeSession
+    from edgesdk.backends.onnxruntime.session import OnnxRuntimeSession
 
     reason = be.available()
     if reason is None:
@@ -411,8 +268,8 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
     missed keep the next most sensitive layer in float. Raises ParityError naming the best result
     when `settings.max_fallback` layers are not enough. `out` is the backend's output directory.
     Returns the artifact, the report and the options the artifact was converted with."""
-    from .backends.onnxruntime import reference_session
-    from .model import graph_inputs, io_dicts, load_model
+    from edgesdk.backends.onnxruntime.session import reference_session
+    from edgesdk.build.model import graph_inputs, io_dicts, load_model
 
     settings = settings or QuantizeSettings()
     say = progress or (lambda msg: None)
@@ -488,4 +345,4 @@ def _better(a: BudgetCheck, b: BudgetCheck) -> bool:
 
 
 __all__ = ["Budget", "QuantizeSettings", "FLOAT_LAYER_CLASSES", "resolve_float_layers", "BudgetCheck",
-           "QuantizeReport", "check_budget", "layer_sensitivity", "quantize_stage", "quiet_build_tools", "METHODS"]
+           "QuantizeReport", "check_budget", "layer_sensitivity", "quantize_stage", "METHODS"]

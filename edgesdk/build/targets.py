@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.base import PRECISIONS, ShapeRange
-from .errors import EdgeSDKError, TargetError
-from .postprocess import check_params
-from .preprocess import PreprocessSpec
+from edgesdk.backends.base import PRECISIONS, ShapeRange
+from edgesdk.errors import EdgeSDKError, TargetError
+from edgesdk.device.postprocess import check_params
+from edgesdk.device.preprocess import PreprocessSpec
 
 try:
     import tomllib
@@ -21,7 +21,7 @@ except ImportError:  # Python 3.10
 ENGINES = ("ncnn", "openvino", "onnxruntime", "tensorrt", "triton")
 ARCHES = ("x86_64", "aarch64", "armv7")
 POSTPROCESS = ("none", "topk", "yolo", "ppocr-det", "ppocr-rec")
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parent.parent  # the edgesdk package (a wheel ships targets/ inside it)
 # Installed wheels carry the profiles inside the package; a source checkout keeps them at the top.
 TARGETS_DIR = _HERE / "targets" if (_HERE / "targets").is_dir() else _HERE.parent / "targets"
 
@@ -150,7 +150,7 @@ def parse_profile(data: dict, src: str) -> TargetProfile:
     quantize = dict(_table(src, data, "quantize"))
     _unknown(src, "quantize", quantize, _QUANTIZE_KEYS)
     if quantize:
-        from .quantize import QuantizeSettings
+        from edgesdk.build.quantize import QuantizeSettings
 
         try:  # the values, checked by the code that uses them
             QuantizeSettings.from_profile(quantize)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .errors import EdgeSDKError
+from edgesdk.errors import EdgeSDKError
 
 
 def cpu_name() -> str:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_bytes
-from .errors import BundleError, EdgeSDKError
+from edgesdk.atomic import write_bytes
+from edgesdk.errors import BundleError, EdgeSDKError
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
@@ -139,8 +139,8 @@ _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an inte
 
 def _check_types(data: dict, mpath: Path) -> None:
     """The shape of the keys the runtime reads: a manifest edited by hand fails here, naming the key."""
-    from .backends.base import PRECISIONS
-    from .backends.registry import names
+    from edgesdk.backends.base import PRECISIONS
+    from edgesdk.backends.registry import names
 
     for key, kinds in _TYPES.items():
         if key not in data:
@@ -153,8 +153,8 @@ def _check_types(data: dict, mpath: Path) -> None:
         raise BundleError(f"{mpath}: backend {data['backend']!r} is not one of {', '.join(names())}")
     if data["precision"] not in PRECISIONS:
         raise BundleError(f"{mpath}: precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
-    from .postprocess import check_params
-    from .preprocess import PreprocessSpec
+    from edgesdk.device.postprocess import check_params
+    from edgesdk.device.preprocess import PreprocessSpec
 
     try:
         if data["preprocess"] is not None:

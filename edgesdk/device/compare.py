@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import EdgeSDKError
+from edgesdk.errors import EdgeSDKError
 
 
 @dataclass(frozen=True)

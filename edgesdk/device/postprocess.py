@@ -10,17 +10,18 @@ Device side: numpy only. ``get(kind, params, labels)`` returns a Postprocessor, 
 - ``ppocr-rec``  CTC greedy decode -> {"text": [...], "score": [...]}
 
 Boxes come back in frame pixels: model-input coordinates are mapped through
-``PreprocessSpec.geometry`` (letterbox or stretch) and clipped to the frame. ``ocr_page`` chains
-PP-OCR detection and recognition over a whole frame; ``ocr_bundles`` does it with two loaded bundles.
+``PreprocessSpec.geometry`` (letterbox or stretch) and clipped to the frame. The whole-page OCR
+application (detection, crops, recognition) is edgesdk.device.ocr; the text-region geometry the DB
+decoder uses is edgesdk.device.textgeom.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .errors import EdgeSDKError
-from .preprocess import PreprocessSpec, check_frame, preprocess_reference
+from edgesdk.errors import EdgeSDKError
+from edgesdk.device.preprocess import PreprocessSpec
+from edgesdk.device.textgeom import (_convex_hull, _row_extremes, label_components, min_area_rect,  # noqa: F401
+                                     order_corners, reading_lines)
 
 # PP-OCR's own preprocessing (PaddleOCR / RapidOCR): frames as OpenCV reads them (BGR, no channel
 # swap: the models were trained on cv2-decoded images) and (x / 255 - 0.5) / 0.5.
@@ -279,119 +280,6 @@ class Yolo(Postprocessor):
 # --- PP-OCR detection (DB) --------------------------------------------------------------------
 
 
-def label_components(bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of a boolean HxW map, O(HW) with no per-pixel Python loop.
-
-    Works on horizontal runs of set pixels: runs in adjacent rows that touch (diagonals included)
-    are joined by a vectorised union-find (hook roots onto smaller roots, then pointer-jump).
-    Returns per run, in row-major order: row, start column, end column (exclusive), component
-    label (0..n-1, numbered by first appearance).
-    """
-    h, w = bitmap.shape
-    padded = np.zeros((h, w + 2), np.int8)
-    padded[:, 1:-1] = bitmap
-    step = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(step == 1)
-    _, ends = np.nonzero(step == -1)
-    n = rows.size
-    if n == 0:
-        return rows, starts, ends, np.zeros(0, np.int64)
-    stride = w + 1
-    start_key, end_key = rows * stride + starts, rows * stride + ends
-    # Runs of the next row that touch run i form one contiguous index range [lo, hi).
-    lo = np.searchsorted(end_key, (rows + 1) * stride + starts, side="left")
-    hi = np.searchsorted(start_key, (rows + 1) * stride + ends, side="right")
-    count = np.maximum(hi - lo, 0)
-    a = np.repeat(np.arange(n), count)
-    b = np.arange(a.size) - np.repeat(np.cumsum(count) - count, count) + np.repeat(lo, count)
-    parent = np.arange(n)
-    while a.size:
-        pa, pb = parent[a], parent[b]
-        apart = pa != pb
-        if not apart.any():
-            break
-        a, b, pa, pb = a[apart], b[apart], pa[apart], pb[apart]
-        np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))  # parent[i] <= i: no cycles
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-    _, labels = np.unique(parent, return_inverse=True)
-    return rows, starts, ends, labels.reshape(-1)
-
-
-def _convex_hull(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Andrew's monotone chain; counter-clockwise, collinear points dropped."""
-    pts = sorted(set(points))
-    if len(pts) < 3:
-        return pts
-
-    def half(seq):
-        chain = []
-        for p in seq:
-            while len(chain) >= 2 and ((chain[-1][0] - chain[-2][0]) * (p[1] - chain[-2][1])
-                                       - (chain[-1][1] - chain[-2][1]) * (p[0] - chain[-2][0])) <= 0:
-                chain.pop()
-            chain.append(p)
-        return chain
-
-    lower, upper = half(pts), half(reversed(pts))
-    return lower[:-1] + upper[:-1]
-
-
-def _row_extremes(runs: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list:
-    """(x, y) of the leftmost and rightmost pixel of each row of one component (runs in row-major
-    order): all the convex hull needs."""
-    r = rows[runs]
-    cut = np.flatnonzero(np.diff(r)) + 1
-    firsts, lasts = np.r_[0, cut], np.r_[cut - 1, r.size - 1]
-    y = r[firsts].tolist()
-    return list(zip(starts[runs[firsts]].tolist(), y)) + list(zip((ends[runs[lasts]] - 1).tolist(), y))
-
-
-def min_area_rect(hull: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Minimum-area enclosing rectangle of a convex polygon [M, 2] (rotating calipers: one side
-    lies on a hull edge). Returns (u, v, [u_min, u_max], [v_min, v_max]) for unit axes u, v, or
-    None when the polygon is degenerate (fewer than 3 corners)."""
-    if len(hull) < 3:
-        return None
-    edges = np.roll(hull, -1, axis=0) - hull
-    u = edges / np.hypot(edges[:, 0], edges[:, 1])[:, None]
-    v = np.stack([-u[:, 1], u[:, 0]], axis=1)
-    pu, pv = hull @ u.T, hull @ v.T
-    area = (pu.max(0) - pu.min(0)) * (pv.max(0) - pv.min(0))
-    i = int(area.argmin())
-    return u[i], v[i], np.array([pu[:, i].min(), pu[:, i].max()]), np.array([pv[:, i].min(), pv[:, i].max()])
-
-
-def order_corners(pts: np.ndarray) -> np.ndarray:
-    """Four corners as top-left, top-right, bottom-right, bottom-left (PaddleOCR's order)."""
-    by_x = pts[np.argsort(pts[:, 0], kind="stable")]
-    (tl, bl), (tr, br) = sorted(by_x[:2], key=lambda p: p[1]), sorted(by_x[2:], key=lambda p: p[1])
-    return np.array([tl, tr, br, bl])
-
-
-def reading_lines(boxes: list[np.ndarray]) -> list[list[int]]:
-    """Indices of 4-corner boxes grouped into lines, top to bottom, each line left to right.
-
-    A box joins a line when its vertical centre lies within half a box height (its left side's
-    length, so a slanted box does not swallow the lines around it) of the line's first box's centre.
-    """
-    lines: list[list[int]] = []
-    bands = []
-    for i in sorted(range(len(boxes)), key=lambda i: (boxes[i][:, 1].mean(), boxes[i][:, 0].min())):
-        cy = boxes[i][:, 1].mean()
-        for line, (centre, half) in zip(lines, bands):
-            if abs(cy - centre) <= half:
-                line.append(i)
-                break
-        else:
-            lines.append([i])
-            bands.append((cy, np.hypot(*(boxes[i][3] - boxes[i][0])) / 2))
-    return [sorted(line, key=lambda i: boxes[i][:, 0].min()) for line in lines]
-
-
 class DBText(Postprocessor):
     """Differentiable-binarisation text detection (PP-OCR det) on a probability map [1, 1, H, W].
 
@@ -510,135 +398,4 @@ def get(kind: str, params: dict | None = None, labels: list[str] | None = None) 
     return cls(checked, labels)
 
 
-# --- end-to-end OCR ---------------------------------------------------------------------------
-
-
-def ppocr_det_spec(frame_w: int, frame_h: int, limit_side: int = PPOCR_DET_LIMIT_SIDE) -> PreprocessSpec:
-    """PP-OCR det input for one frame: aspect kept, the longer side scaled to limit_side, both
-    sides rounded to multiples of 32 (the small stretch that rounding makes is undone by geometry).
-
-    Small frames are scaled up too (PaddleOCR's limit_type "max" only scales down). Measured on
-    skimage's page() (words of the page read right, of 49): at full size 43 either way; shrunk to
-    288x143, 31 at its own size and 43 scaled up; shrunk to 192x96 (5-pixel text), 21 and 41.
-    """
-    r = limit_side / max(frame_w, frame_h)
-    w, h = (max(PPOCR_DET_MULTIPLE, round(s * r / PPOCR_DET_MULTIPLE) * PPOCR_DET_MULTIPLE)
-            for s in (frame_w, frame_h))
-    return PreprocessSpec(size=(w, h), resize="stretch", color=PPOCR_COLOR, mean=PPOCR_MEAN, std=PPOCR_STD)
-
-
-def _sample_bilinear(frame: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """frame (HxWx3) sampled at float pixel coordinates (centres at integers), edges clamped."""
-    h, w = frame.shape[:2]
-    xs, ys = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
-    x0, y0 = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = (xs - x0).astype(np.float32)[..., None], (ys - y0).astype(np.float32)[..., None]
-    top = frame[y0, x0] * (1 - fx) + frame[y0, x1] * fx
-    bottom = frame[y1, x0] * (1 - fx) + frame[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def crop_text(frame: np.ndarray, box, height: int = PPOCR_REC_HEIGHT, max_width: int | None = None) -> np.ndarray:
-    """The text inside a 4-corner box (tl, tr, br, bl) as an upright HxWx3 float32 image of the
-    given height, aspect kept (squeezed to max_width if wider). One bilinear sampling does crop,
-    rotation and resize at once; a box much taller than wide is vertical text and is turned a
-    quarter counter-clockwise, as PaddleOCR does."""
-    tl, tr, br, bl = np.asarray(box, np.float64)
-    box_w = max(np.hypot(*(tr - tl)), np.hypot(*(br - bl)), 1.0)
-    box_h = max(np.hypot(*(bl - tl)), np.hypot(*(br - tr)), 1.0)
-    along, across = tr - tl, bl - tl
-    if box_h / box_w >= PPOCR_VERTICAL_RATIO:  # read it top to bottom after turning
-        tl, along, across = tr, br - tr, tl - tr
-        box_w, box_h = box_h, box_w
-    width = max(1, math.ceil(height * box_w / box_h))
-    width = min(width, max_width) if max_width else width
-    u = (np.arange(width) + 0.5) / width
-    v = (np.arange(height) + 0.5) / height
-    # continuous coordinates (pixel i spans [i, i + 1)) -> sample grid with centres at integers
-    pts = tl + u[None, :, None] * along + v[:, None, None] * across - 0.5
-    return _sample_bilinear(frame, pts[..., 0], pts[..., 1])
-
-
-def rec_batch(crops: list[np.ndarray], width: int | None = None, size: int | None = None) -> np.ndarray:
-    """Crops of equal height -> normalised NCHW batch, padded right (with 0 after normalising, as
-    PaddleOCR does) to a common width: `width` if the model fixes it, else at least 320 and a
-    multiple of 8. `size` pads the batch with empty rows for a model with a fixed batch size."""
-    if width is None:
-        width = max(PPOCR_REC_MIN_WIDTH, *(c.shape[1] for c in crops))
-        width = -(-width // PPOCR_REC_MULTIPLE) * PPOCR_REC_MULTIPLE
-    batch = np.zeros((max(len(crops), size or 0), 3, crops[0].shape[0], width), np.float32)
-    mean, std = np.float32(PPOCR_MEAN), np.float32(PPOCR_STD)
-    for i, crop in enumerate(crops):
-        img = crop if PPOCR_COLOR == "bgr" else crop[:, :, ::-1]
-        batch[i, :, :, :crop.shape[1]] = ((img - mean) / std).transpose(2, 0, 1)
-    return batch
-
-
-def _only_output(outputs, what: str) -> np.ndarray:
-    if not isinstance(outputs, dict) or len(outputs) < 1:
-        raise EdgeSDKError(f"ocr_page: {what} must return a dict of output name -> array, got {type(outputs).__name__}")
-    return np.asarray(next(iter(outputs.values())))
-
-
-def _fixed(dim) -> int | None:
-    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
-
-
-def ocr_page(det_run, rec_run, frame_bgr: np.ndarray, det_spec: PreprocessSpec | None = None,
-             rec_height: int = PPOCR_REC_HEIGHT, *, keys: list[str], det_params: dict | None = None,
-             limit_side: int = PPOCR_DET_LIMIT_SIDE, det_input: str = "x", rec_input: str = "x",
-             rec_shape=None) -> dict:
-    """Read the text of a BGR frame with PP-OCR det + rec models.
-
-    det_run / rec_run: callables feeds -> outputs (e.g. a Session's ``run``) taking the inputs named
-    det_input / rec_input. det_spec: the det input's PreprocessSpec; by default
-    ppocr_det_spec(frame, limit_side). keys: the rec model's characters, blank first.
-    det_params: the ppocr-det params. rec_shape: the rec input's declared [N, 3, H, W]; int dims
-    are fixed (batches of exactly N, crops fitted to W), others dynamic.
-    Returns {"lines": [{"text", "score", "box"}] in reading order, "text": the page, one line per
-    row of boxes, boxes of one row joined by a space}.
-    """
-    frame = check_frame(frame_bgr)
-    h, w = frame.shape[:2]
-    fixed_n, _, fixed_h, fixed_w = (list(rec_shape) + [None] * 4)[:4] if rec_shape is not None else [None] * 4
-    fixed_n, fixed_w = _fixed(fixed_n), _fixed(fixed_w)
-    rec_height = _fixed(fixed_h) or rec_height
-    spec = det_spec or ppocr_det_spec(w, h, limit_side)
-    det = get("ppocr-det", det_params)
-    rec = get("ppocr-rec", {}, keys)
-    prob = _only_output(det_run({det_input: preprocess_reference(frame, spec)}), "det_run")
-    boxes = det({"prob": prob}, (h, w), spec)["boxes"]
-    crops = [crop_text(frame, b["box"], rec_height, fixed_w) for b in boxes]
-    texts, scores = [""] * len(crops), [0.0] * len(crops)
-    by_width = sorted(range(len(crops)), key=lambda i: crops[i].shape[1])  # less padding per batch
-    step = fixed_n or PPOCR_REC_BATCH
-    for k in range(0, len(by_width), step):
-        idx = by_width[k:k + step]
-        batch = rec_batch([crops[i] for i in idx], fixed_w, fixed_n)
-        out = rec({"probs": _only_output(rec_run({rec_input: batch}), "rec_run")})
-        for i, text, score in zip(idx, out["text"], out["score"]):
-            texts[i], scores[i] = text, score
-    lines = [{"text": t, "score": s, "box": b["box"]} for t, s, b in zip(texts, scores, boxes)]
-    rows = reading_lines([np.asarray(b["box"]) for b in boxes])
-    page = "\n".join(" ".join(texts[i] for i in row if texts[i]) for row in rows)
-    return {"lines": lines, "text": page}
-
-
-def ocr_bundles(det_model, rec_model, frame_bgr: np.ndarray, limit_side: int = PPOCR_DET_LIMIT_SIDE) -> dict:
-    """ocr_page over two loaded bundles (edgesdk.load): a det bundle with a fixed input size keeps
-    its own preprocessing, a dynamic one gets PP-OCR's per frame; a det bundle whose
-    [postprocess] is ppocr-det lends its params; the rec bundle's labels are the keys."""
-    det_in, rec_in = det_model.inputs[0], rec_model.inputs[0]
-    static = all(_fixed(d) for d in det_in.shape)
-    if not rec_model.labels:
-        raise EdgeSDKError(f"{rec_model.root}: the rec bundle has no labels (its character list, blank first)")
-    table = dict(det_model.manifest["postprocess"] or {})
-    params = table if table.pop("kind", None) == "ppocr-det" else None
-    return ocr_page(det_model.infer, rec_model.infer, frame_bgr,
-                    det_spec=det_model.spec if static else None, keys=rec_model.labels, det_params=params,
-                    limit_side=limit_side, det_input=det_in.name, rec_input=rec_in.name, rec_shape=rec_in.shape)
-
-
-__all__ = ["get", "KINDS", "Postprocessor", "nms", "softmax", "label_components", "min_area_rect",
-           "ocr_page", "ocr_bundles", "ppocr_det_spec", "crop_text", "rec_batch", "reading_lines"]
+__all__ = ["get", "KINDS", "Postprocessor", "nms", "softmax", "label_components", "min_area_rect", "reading_lines"]

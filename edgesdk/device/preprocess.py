@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import EdgeSDKError
+from edgesdk.errors import EdgeSDKError
 
 RESIZE_MODES = ("letterbox", "stretch")
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -165,7 +165,7 @@ def preprocess_reference(frame: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def _native_module():
     try:
-        from . import _native
+        from edgesdk import _native
     except ImportError:  # a source checkout without the built extension
         return None
     return _native

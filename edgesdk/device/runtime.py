@@ -2,7 +2,7 @@
 
 Device side: imports numpy, the bundle reader, and the one engine the bundle names — never the
 build side. ncnn and OpenVINO bundles run on the engines built into edgesdk._native when it has
-them (NativeSession: no GIL, no copies), else on the engines' Python packages. Thread-safety: a Model
+them (native.py's NativeSession: no GIL, no copies), else on the engines' Python packages. Thread-safety: a Model
 may be called from several threads at once; the engine sessions keep per-thread state (a native
 state per thread, ncnn Extractor per call, OpenVINO request per thread, ORT is thread-safe).
 """
@@ -17,12 +17,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from . import __version__
-from .backends import registry
-from .backends.base import Artifact
-from .bundle import MODEL_DIR, Manifest, is_archive, read_manifest
-from .errors import BackendUnavailable, BundleError, EdgeSDKError
-from .preprocess import PreprocessSpec, check_frame
+from edgesdk._version import __version__
+from edgesdk.backends import registry
+from edgesdk.backends.base import Artifact, Closable
+from edgesdk.device.native import NativeSession, native_engine_version, native_module
+from edgesdk.device.bundle import MODEL_DIR, Manifest, is_archive, read_manifest
+from edgesdk.errors import BackendUnavailable, BundleError, EdgeSDKError
+from edgesdk.device.preprocess import PreprocessSpec, check_frame
 
 
 def engine_version(backend: str) -> str | None:
@@ -46,13 +47,6 @@ def _numbers(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def native_engine_version(backend: str) -> str | None:
-    """The version of an engine linked into edgesdk._native, when build_info reports it (ncnn: static)."""
-    native = _native_module()
-    info = native.build_info() if native is not None else {}
-    return info[backend].split()[0] if isinstance(info.get(backend), str) else None
-
-
 def check_engine(manifest: Manifest, native: bool = False) -> None:
     """Refuse, with the reason, a bundle whose engine is missing or older than the one it was built with
     (an older engine may lack its layers or IR version: a crash deep inside the engine otherwise).
@@ -69,161 +63,6 @@ def check_engine(manifest: Manifest, native: bool = False) -> None:
     if built and have and backend != "tensorrt" and _numbers(have)[:2] < _numbers(built)[:2]:
         raise BackendUnavailable(f"{manifest.root}: bundle was built for {backend} {built}; this device has {have} "
                                  f"— upgrade {backend} to {'.'.join(map(str, _numbers(built)[:2]))} or newer")
-
-
-def _native_module():
-    try:
-        from . import _native
-    except ImportError:  # a source tree without the built extension
-        return None
-    return _native
-
-
-class NativeSession:
-    """An ncnn or OpenVINO artifact run by the engine built into edgesdk._native (contract in
-    native/include/edgesdk/engine.h): an immutable engine shared by all threads plus a small state per
-    thread. Preprocessing and inference run without the GIL; inputs are read in place, frames are
-    preprocessed straight into the engine's input memory, and outputs are arrays over the engine's
-    own memory (nothing reuses it).
-
-    Engine threads are fixed when an engine loads (ncnn sizes its gemm tiles then; OpenVINO compiles
-    its streams), so every layout — threads per run x runs in parallel — has its own engine, made on
-    first use: the default (the bundle's threads, one run at a time) and one per stream() width."""
-
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        native = _native_module()
-        self.root = artifact.root
-        self.inputs = list(artifact.inputs)
-        self.outputs = list(artifact.outputs)
-        self.threads = threads
-        opener = _ncnn_opener if artifact.backend == "ncnn" else _openvino_opener
-        self._opener = opener(native, artifact)
-        self._engines: dict[tuple[int, int], object] = {}
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self.engine()  # load now: a bad artifact fails at load, not at the first frame
-
-    @staticmethod
-    def unavailable(artifact: Artifact) -> str | None:
-        """Why the native engines cannot run this artifact, or None when they can."""
-        native = _native_module()
-        if native is None:
-            return "edgesdk._native is not built"
-        if artifact.backend not in native.engines():
-            return f"edgesdk._native was built without {artifact.backend}"
-        if artifact.backend == "ncnn":
-            if artifact.precision not in ("fp32", "fp16", "int8"):
-                return f"ncnn {artifact.precision} artifacts run on the Python session"
-            if any(t.dtype != "float32" for t in artifact.inputs):
-                return "the ncnn engine takes float32 inputs"
-        elif artifact.backend == "openvino":
-            from .backends.openvino import DEFAULT_INFERENCE_PRECISION
-
-            if artifact.precision not in DEFAULT_INFERENCE_PRECISION:
-                return f"OpenVINO {artifact.precision} artifacts run on the Python session"
-        else:
-            return f"no native engine for {artifact.backend}"
-        return None
-
-    def engine(self, threads: int | None = None, streams: int = 1):
-        """The engine for a layout (threads per run, runs in parallel), loaded on first use."""
-        key = (self.threads or 0, 1) if threads is None else (threads, streams)
-        with self._lock:
-            if self._engines is None:
-                raise EdgeSDKError(f"{self.root}: session is closed")
-            eng = self._engines.get(key)
-            if eng is None:
-                eng = self._engines[key] = self._opener(*key)
-        return eng
-
-    def _state(self, threads: int | None, streams: int):
-        states = self._local.__dict__.setdefault("states", {})
-        key = (threads, streams)
-        st = states.get(key)
-        if st is None:
-            st = states[key] = self.engine(threads, streams).new_state()
-        return st
-
-    def _named(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return {t.name: a if a.dtype.name == t.dtype else a.astype(t.dtype) for t, a in zip(self.outputs, arrays)}
-
-    def run(self, feeds: dict[str, np.ndarray], threads: int | None = None, streams: int = 1) -> dict[str, np.ndarray]:
-        from .backends.onnxruntime import check_feeds
-
-        check_feeds(self.inputs, feeds, str(self.root))
-        return self._named(self._state(threads, streams).run([feeds[t.name] for t in self.inputs]))
-
-    def run_frame(self, frame: np.ndarray, spec, threads: int | None = None, streams: int = 1) -> dict[str, np.ndarray]:
-        """A BGR uint8 frame through `spec` (an edgesdk._native.PreprocessSpec) into the engine's input."""
-        return self._named(self._state(threads, streams).run_frame(frame, spec))
-
-    def input_pointer(self, index: int = 0, threads: int | None = None, streams: int = 1) -> int:
-        """Address this thread's state read input `index` from in its last run (tests prove zero copy)."""
-        return self._state(threads, streams).input_pointer(index)
-
-    def copies(self) -> int:
-        """Bytes the engines copied on the way in or out (0 when every tensor was read in place)."""
-        with self._lock:
-            return sum(e.copies for e in (self._engines or {}).values())
-
-    def close(self) -> None:
-        with self._lock:
-            self._engines = None
-        self._local = threading.local()  # this thread's states; other threads' go with their threads
-
-
-def _dims(shape) -> list[int]:
-    return [d if isinstance(d, int) else -1 for d in shape]
-
-
-def _ncnn_opener(native, artifact: Artifact):
-    """The ncnn engine with the options the Python NcnnSession sets (so parity holds)."""
-    meta = artifact.meta
-    try:
-        param, weights = str(artifact.path(meta["param"])), str(artifact.path(meta["bin"]))
-
-        def blobs(infos, key):
-            return [(t.name, meta[key][t.name]["blob"],
-                     -1 if meta[key][t.name]["batch_axis"] is None else meta[key][t.name]["batch_axis"],
-                     _dims(t.shape), t.dtype) for t in infos]
-
-        inputs, outputs = blobs(artifact.inputs, "inputs"), blobs(artifact.outputs, "outputs")
-    except (KeyError, TypeError) as e:
-        raise BundleError(f"{artifact.root}: ncnn artifact metadata lacks {e} "
-                          "(was it written by the ncnn backend?)") from None
-    from .backends.ncnn import check_int8_weights
-
-    check_int8_weights(artifact, Path(param), Path(weights))
-    fp16 = artifact.precision == "fp16"
-    options = dict(param=param, bin=weights, inputs=inputs, outputs=outputs, fp16=fp16,
-                   fp16_arithmetic=fp16 and bool(meta.get("fp16_arithmetic", False)),
-                   int8=artifact.precision == "int8", cpu_powersave=int(meta.get("cpu_powersave") or 0))
-    return lambda threads, streams: native.Engine.open_ncnn(threads=threads, **options)
-
-
-def _openvino_opener(native, artifact: Artifact):
-    """The OpenVINO engine compiled as OpenVINOSession compiles it; parallel runs get their streams."""
-    from .backends.openvino import XML_FILE, default_inference_precision
-
-    built = artifact.meta.get("session") or {}
-    names = artifact.meta.get("tensor_names", {})  # ONNX name -> IR name where they differ
-    precision = built.get("inference_precision") or default_inference_precision(artifact.precision)
-    options = dict(xml=str(artifact.path(XML_FILE)), device=built.get("device", "CPU"),
-                   inputs=[(t.name, _dims(t.shape), t.dtype) for t in artifact.inputs],
-                   outputs=[(t.name, _dims(t.shape), t.dtype) for t in artifact.outputs],
-                   input_ports=[names.get(t.name, t.name) for t in artifact.inputs],
-                   output_ports=[names.get(t.name, t.name) for t in artifact.outputs])
-
-    def open_engine(threads: int, streams: int):
-        props = [("PERFORMANCE_HINT", built.get("hint", "LATENCY") if streams == 1 else "THROUGHPUT"),
-                 ("INFERENCE_PRECISION_HINT", precision)]
-        if streams > 1:
-            props.append(("NUM_STREAMS", str(streams)))
-        if threads:
-            props.append(("INFERENCE_NUM_THREADS", str(threads * streams)))
-        return native.Engine.open_openvino(properties=props, threads=threads, **options)
-
-    return open_engine
 
 
 def open_session(artifact: Artifact, threads: int | None = None, native: bool | None = None,
@@ -244,7 +83,7 @@ def open_session(artifact: Artifact, threads: int | None = None, native: bool | 
     return registry.get(artifact.backend).open(artifact, threads=threads), False
 
 
-class Model:
+class Model(Closable):
     """A bundle loaded for inference. Model(frame) takes an HxWx3 uint8 BGR frame and returns the named
     outputs plus the post-processing results; infer(feeds) runs tensors as they are."""
 
@@ -263,12 +102,12 @@ class Model:
         if is_archive(path):
             import tempfile
 
-            from .bundle import extract_archive
+            from edgesdk.device.bundle import extract_archive
 
             self._unpacked = tempfile.TemporaryDirectory(prefix="edgesdk-bundle-")
             path = extract_archive(path, self._unpacked.name)
         if trusted_keys is not None:
-            from .bundle import verify_signature
+            from edgesdk.device.bundle import verify_signature
 
             verify_signature(path, trusted_keys)  # before anything in the bundle is trusted
         self.manifest = read_manifest(path, verify=verify or trusted_keys is not None)
@@ -289,7 +128,7 @@ class Model:
         self.outputs = list(artifact.outputs)
         self._frame_spec = self._native_spec() if self.native else None
         self.labels = self._labels()
-        from .postprocess import get as get_post
+        from edgesdk.device.postprocess import get as get_post
 
         post = dict(m["postprocess"] or {"kind": "none"})
         self._post = get_post(post.pop("kind", "none"), post, labels=self.labels)
@@ -304,7 +143,7 @@ class Model:
         if t.dtype != spec.dtype or len(t.shape) != 4 or any(
                 isinstance(d, int) and d != s for d, s in zip(t.shape, spec.output_shape)):
             return None
-        return _native_module().PreprocessSpec(size=spec.size, resize=spec.resize, pad=spec.pad, color=spec.color,
+        return native_module().PreprocessSpec(size=spec.size, resize=spec.resize, pad=spec.pad, color=spec.color,
                                                mean=spec.mean, std=spec.std, layout=spec.layout, dtype=spec.dtype,
                                                interp=spec.interp)
 
@@ -326,7 +165,7 @@ class Model:
 
     def prepare(self, frame: np.ndarray) -> dict[str, np.ndarray]:
         """The feeds for one frame (preprocessed by the native kernels when built, else numpy)."""
-        from .preprocess import preprocess
+        from edgesdk.device.preprocess import preprocess
 
         check_frame(frame)
         return {self._image_input(): preprocess(frame, self.spec)}
@@ -405,7 +244,7 @@ class Model:
         for an int8 bundle, with its own outputs on the build machine: int8's error against fp32 was
         measured there on many more images (manifest 'validation' and 'quantization'), and three samples
         near a tie between two classes would fail a correct device by chance."""
-        from .validate import compare, tolerance_for
+        from edgesdk.device.compare import compare, tolerance_for
 
         pairs = self.manifest.golden_pairs()
         if not pairs:
@@ -434,12 +273,6 @@ class Model:
         if getattr(self, "_unpacked", None) is not None:
             self._unpacked.cleanup()
             self._unpacked = None
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<edgesdk.Model {self.root} {self.backend} {self.precision} edgesdk {__version__}>"

@@ -49,7 +49,7 @@ import sys
 import numpy as np
 import edgesdk
 from edgesdk import _native
-from edgesdk.preprocess import preprocess, preprocess_reference
+from edgesdk.device.preprocess import preprocess, preprocess_reference
 
 info = _native.build_info()
 print("python", sys.version.split()[0], "arch", info["arch"], "kernels", info["kernels"], "engines", info["engines"])

@@ -17,10 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import BackendUnavailable, ConversionError, ModelError, UnsupportedOpError
-from ...model import dim_values, fix_input_shapes, graph_inputs, infer_shapes, load_model, op_census, type_name
-from ...atomic import staged_dir
-from ..base import Artifact, ConvertOptions, TensorInfo
+from edgesdk.errors import BackendUnavailable, ConversionError, ModelError, UnsupportedOpError
+from edgesdk.build.model import (dim_values,
+                                 fix_input_shapes,
+                                 graph_inputs,
+                                 infer_shapes,
+                                 load_model,
+                                 op_census,
+                                 type_name)
+from edgesdk.atomic import staged_dir
+from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PARAM_FILE = "model.param"
@@ -85,7 +91,7 @@ def _runtime_parameters(proto, inputs: list[TensorInfo]) -> list[tuple[str, str]
     return found
 
 
-def _shape_hint(t: TensorInfo) -> str:
+def shape_hint(t: TensorInfo) -> str:
     names = {2: "H", 3: "W"} if len(t.shape) == 4 else {}
     dims = [
         str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else names.get(i, f"D{i}"))
@@ -127,7 +133,7 @@ def build_shapes(inputs: list[TensorInfo], options: ConvertOptions) -> tuple[lis
             if not all(isinstance(d, int) and d > 0 for d in dims):
                 raise ConversionError(
                     f"input {t.name!r} has dynamic dims {list(t.shape)}; ncnn conversion needs a shape for it, "
-                    f"e.g. {_shape_hint(t)} (or a min/opt/max range in the target profile)"
+                    f"e.g. {shape_hint(t)} (or a min/opt/max range in the target profile)"
                 )
             s1 = s2 = tuple(dims)
         first.append(s1)
@@ -217,7 +223,7 @@ def _expected_output_shapes(proto, inputs: list[TensorInfo], shapes: list[tuple]
 
 def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
     """Convert an ONNX file into out_dir/model.param + model.bin (+ artifact.json)."""
-    from .session import param_layers, shape_matches
+    from edgesdk.backends.ncnn.session import param_layers, shape_matches
 
     model, out_dir = Path(model), Path(out_dir)
     if options.precision not in PRECISIONS:
@@ -244,13 +250,13 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
     first, second = build_shapes(inputs, options)
     in_infos = [TensorInfo(t.name, _merge_dims(t, s1, s2), t.dtype) for t, s1, s2 in zip(inputs, first, second)]
     if options.precision == "int8":  # bad calibration data fails before pnnx runs
-        from .int8 import check_options
+        from edgesdk.backends.ncnn.int8 import check_options
 
         feeds = check_options(options.calibration, options.calib_method, options.exclude, in_infos)
 
     with tempfile.TemporaryDirectory(prefix="edgesdk-pnnx-") as tmp, staged_dir(out_dir) as stage:
         work = Path(tmp)
-        _write_work_model(proto, work / "model.onnx", model)
+        write_work_model(proto, work / "model.onnx", model)
         _run_pnnx(pnnx, work, first, second, options.precision == "fp16")
 
         layers = param_layers((work / "model.ncnn.param").read_text())
@@ -287,7 +293,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
         }
         if options.precision == "int8":
             # pnnx wrote fp32 (fp16=0): calibrate it with ncnn and rewrite the files as int8 in place
-            from .int8 import quantize
+            from edgesdk.backends.ncnn.int8 import quantize
 
             fp32 = Artifact("ncnn", "fp32", stage, [PARAM_FILE, BIN_FILE], in_infos, [], meta)
             meta["int8"] = quantize(fp32, proto, feeds, options.calib_method, options.exclude)
@@ -335,7 +341,7 @@ def _merge_dims(t: TensorInfo, a: tuple, b: tuple) -> tuple:
     return tuple(x if x == y else (t.shape[i] if isinstance(t.shape[i], str) else "?") for i, (x, y) in enumerate(zip(a, b)))
 
 
-def _write_work_model(proto, path: Path, source: Path) -> None:
+def write_work_model(proto, path: Path, source: Path) -> None:
     """A self-contained copy for pnnx, whose bundled onnxruntime refuses IR versions newer than it
     knows (current onnx writes those by default): the lowest IR carrying the model's opsets loads."""
     import onnx
@@ -368,7 +374,7 @@ def _check_layers(layers: list[tuple[str, list[str], list[str]]]) -> None:
 
 def _probe(artifact: Artifact, inputs: list[TensorInfo], shapes: list[tuple]) -> dict[str, tuple]:
     """Output shapes of one ncnn run on deterministic data of the given input shapes."""
-    from .session import NcnnSession
+    from edgesdk.backends.ncnn.session import NcnnSession
 
     rng = np.random.default_rng(0)
     feeds = {t.name: rng.random(s, dtype=np.float32) for t, s in zip(inputs, shapes)}

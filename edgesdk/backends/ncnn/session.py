@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
-from ..base import Artifact, TensorInfo
-from ..onnxruntime import check_feeds, check_threads
-from . import check_int8_weights
+from pathlib import Path
+
+from edgesdk.errors import BackendUnavailable, BundleError, EdgeSDKError, ModelError
+from edgesdk.backends.base import Artifact, Closable, TensorInfo, check_feeds, check_threads
+from edgesdk.backends.ncnn.param import read_param
 
 SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -38,21 +39,18 @@ def _fmt(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def param_layers(param_text: str) -> list[tuple[str, list[str], list[str]]]:
-    """(layer type, input blobs, output blobs) per layer of a text ncnn .param file."""
-    layers = []
-    for line in param_text.splitlines()[2:]:
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        try:
-            n_in, n_out = int(parts[2]), int(parts[3])
-        except ValueError:
-            n_in = n_out = -1
-        if n_in < 0 or n_out < 0 or len(parts) < 4 + n_in + n_out:
-            raise BundleError(f"malformed ncnn param line {line.strip()[:80]!r}: bad input/output blob counts")
-        layers.append((parts[0], parts[4 : 4 + n_in], parts[4 + n_in : 4 + n_in + n_out]))
-    return layers
+def param_layers(param_text: str, source: str = "model.param") -> list[tuple[str, list[str], list[str]]]:
+    """(layer type, input blobs, output blobs) per layer of a text ncnn .param file (param.read_param)."""
+    return [(layer.type, layer.inputs, layer.outputs) for layer in read_param(param_text, source, BundleError)]
+
+
+def check_int8_weights(artifact: Artifact, param: Path, weights: Path) -> None:
+    """ncnn reads weights without checking the file's length, so an int8 param beside a bin of another
+    build would load and compute garbage: the int8 writer recorded the exact size, checked here."""
+    want = (artifact.meta.get("int8") or {}).get("bin_size") if artifact.precision == "int8" else None
+    if want is not None and weights.is_file() and weights.stat().st_size != want:
+        raise ModelError(f"{weights}: {weights.stat().st_size} bytes where the int8 build wrote {want}; "
+                         f"this weight file does not belong to {param.name}")
 
 
 def zero_copy_safe(layers: list[tuple[str, list[str], list[str]]], blob: str) -> bool:
@@ -74,7 +72,7 @@ def shape_matches(expected: tuple, got: tuple) -> bool:
     return all(isinstance(e, str) or e == g for e, g in zip(expected, got))
 
 
-class NcnnSession:
+class NcnnSession(Closable):
     """An ncnn.Net loaded from an artifact; run() takes and returns tensors keyed by ONNX names."""
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
@@ -118,7 +116,7 @@ class NcnnSession:
             net.opt.num_threads = threads
         self.threads = net.opt.num_threads
         try:
-            layers = param_layers(param.read_text())
+            layers = param_layers(param.read_text(), str(param))
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise ModelError(f"{param}: not a readable ncnn param file: {e}") from None
         # blob -> whether run() may hand ncnn the caller's buffer itself
@@ -206,12 +204,6 @@ class NcnnSession:
         if self._net is not None:
             self._net.clear()
             self._net = None
-
-    def __enter__(self) -> "NcnnSession":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __del__(self):
         # A session dropped without close() still frees ncnn's memory.

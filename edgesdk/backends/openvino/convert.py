@@ -1,41 +1,18 @@
-"""OpenVINO: ONNX -> IR (model.xml + model.bin) with convert_model/save_model, and a CPU session.
-
-Thread-safety: an OpenVINOSession shares one compiled model; each calling thread gets its own
-InferRequest, so run() may be called from several threads at once. The session side imports
-only openvino and numpy; convert() pulls in the build side (onnx) for names and error reports.
+"""OpenVINO conversion (build side): ONNX -> IR (model.xml + model.bin) with convert_model/save_model,
+int8 with NNCF. Imports onnx (names, error reports) through edgesdk.model.
 """
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
-import numpy as np
+from edgesdk.errors import BackendUnavailable, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
+from edgesdk.backends.probe import Probe, engine_label, key_line, report_names
+from edgesdk.backends.base import PRECISIONS, Artifact, ConvertOptions, TensorInfo, first_line
+from edgesdk.backends.openvino.session import BIN_FILE, HINTS, INFERENCE_PRECISIONS, XML_FILE, ov_module, port_index
 
-from ..errors import BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
-from .base import Artifact, ConvertOptions, TensorInfo
-from .onnxruntime import check_feeds, check_threads
-
-XML_FILE, BIN_FILE = "model.xml", "model.bin"
-HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
-# Compute precision per stored precision, never left to the CPU plugin: where the CPU has AMX/
-# AVX512-BF16 it defaults to bf16, which on EfficientNet-Lite0 measured cosine 0.990 and top-1 0.92
-# against fp32. f16 is OpenVINO's own default on ARM, where fp16 artifacts are meant to run.
-DEFAULT_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers left in float
-INFERENCE_PRECISIONS = ("f32", "f16", "bf16")
 # A profile's [engine_options] this backend takes; they travel in the artifact to the session.
 SESSION_OPTIONS = {"device": str, "hint": str, "inference_precision": str}
-
-
-def default_inference_precision(precision: str) -> str:
-    """fp16 weights compute in f16 where the CPU does f16 natively (ARM); on x86 OpenVINO emulates
-    f16 more slowly than f32 (measured: EfficientNet-Lite0 4.9 ms f16 vs 3.4 ms f32), so f32 there.
-    Never the plugin's own default: on CPUs with AMX/AVX512-BF16 that is bf16, which loses top-1."""
-    import platform
-
-    if precision == "fp16" and platform.machine().lower() not in ("aarch64", "arm64", "armv7l"):
-        return "f32"
-    return DEFAULT_INFERENCE_PRECISION[precision]
 
 
 def session_options(engine: dict, precision: str) -> dict:
@@ -52,21 +29,6 @@ def session_options(engine: dict, precision: str) -> dict:
                               f"one of {', '.join(INFERENCE_PRECISIONS)}")
     return dict(engine)
 
-
-def _ov():
-    try:
-        import openvino
-    except ImportError:
-        raise BackendUnavailable("openvino is not installed: pip install 'edgesdk[openvino]'") from None
-    return openvino
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
-# ---------------------------------------------------------------------------- convert (build side)
 
 # Lines of the ONNX frontend's report, e.g. "-- No conversion rule found for operations: Det-13, MaxUnpool-13"
 _NO_RULE = re.compile(r"No conversion rule found for operations:\s*(.+)")
@@ -105,19 +67,12 @@ def _conversion_error(e: Exception, proto, model: Path) -> EdgeSDKError:
         return UnsupportedOpError(
             "openvino", [op or value],
             f"{model}: tensor {value!r} is not a plain tensor (sequence or map), which OpenVINO cannot represent")
-    return ConversionError(f"{model}: OpenVINO convert_model failed: {_first_line(e)}")
-
-
-def _port_index(ports, name: str) -> int:
-    for i, port in enumerate(ports):
-        if name in port.get_names():
-            return i
-    raise KeyError(name)
+    return ConversionError(f"{model}: OpenVINO convert_model failed: {first_line(e)}")
 
 
 def _port(ports, name: str, position: int):
     try:
-        return ports[_port_index(ports, name)]
+        return ports[port_index(ports, name)]
     except KeyError:
         return ports[position]
 
@@ -168,7 +123,7 @@ def quantize_int8(ov_model, proto, options: ConvertOptions, source: Path):
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
     except ImportError:
         raise BackendUnavailable("OpenVINO int8 needs NNCF: pip install 'edgesdk[openvino]'") from None
-    from ..quantize import quiet_build_tools
+    from edgesdk.build.quiet import quiet_build_tools
 
     if not options.calibration:
         raise ConversionError(f"{source}: int8 needs calibration feeds (images through the target's preprocessing)")
@@ -184,7 +139,7 @@ def quantize_int8(ov_model, proto, options: ConvertOptions, source: Path):
             return nncf.quantize(ov_model, nncf.Dataset(data), subset_size=len(data),
                                  ignored_scope=nncf.IgnoredScope(names=ignored), **extra)
     except Exception as e:
-        raise ConversionError(f"{source}: NNCF quantization failed: {_first_line(e)}") from e
+        raise ConversionError(f"{source}: NNCF quantization failed: {first_line(e)}") from e
 
 
 def _port_onnx_name(port, feed: dict) -> str:
@@ -194,247 +149,104 @@ def _port_onnx_name(port, feed: dict) -> str:
     raise ConversionError(f"calibration feeds have {sorted(feed)}; the model input is {sorted(port.get_names())}")
 
 
-class OpenVINOBackend:
-    name = "openvino"
-    precisions = ("fp32", "fp16", "int8")
+def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
+    """ONNX -> IR. `options.shapes` fixes inputs, `options.ranges` bounds their dynamic dims;
+    others stay dynamic. fp16 stores fp16 weights (compress_to_fp16); the CPU computes in fp32.
+    int8 quantizes the IR with NNCF on `options.calibration` (see quantize_int8)."""
+    from edgesdk.build.model import fix_input_shapes, graph_inputs, io_dicts, load_model
+    from edgesdk.atomic import staged_dir
 
-    def available(self) -> str | None:
+    options = options or ConvertOptions()
+    if options.precision not in PRECISIONS:
+        raise ConversionError(
+            f"openvino backend: precision {options.precision!r} is not supported yet; "
+            f"supported: {', '.join(PRECISIONS)}")
+    model, out_dir = Path(model), Path(out_dir)
+    session = session_options(options.engine, options.precision)
+    proto = load_model(model)
+    inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))]
+    outputs = [TensorInfo.from_dict(d) for d in io_dicts(proto.graph.output)]
+    if options.shapes:
+        fix_input_shapes(proto, options.shapes, source=model)  # checks names, ranks, static dims
+    _check_ranges(inputs, options.ranges, model)
+
+    ov = ov_module()
+    try:
+        ov_model = ov.convert_model(str(model))
+    except Exception as e:
+        raise _conversion_error(e, proto, model) from e
+
+    # convert_model keeps ONNX names as tensor names; if one were lost, ports keep the ONNX order.
+    in_ports = [_port(ov_model.inputs, t.name, k) for k, t in enumerate(inputs)]
+    out_ports = [_port(ov_model.outputs, t.name, k) for k, t in enumerate(outputs)]
+    renamed = {t.name: p.get_any_name() for t, p in zip(inputs + outputs, in_ports + out_ports)
+               if t.name not in p.get_names()}
+    by_name = dict(zip([t.name for t in inputs], in_ports))
+    new_shapes = {
+        by_name[name]: ov.PartialShape([ov.Dimension(lo, hi) for lo, hi in zip(r.min, r.max)])
+        for name, r in options.ranges.items()
+    }
+    new_shapes.update({by_name[name]: ov.PartialShape(list(s)) for name, s in options.shapes.items()})
+    if new_shapes:
         try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "openvino is not installed: pip install 'edgesdk[openvino]'"
-        return None
-
-    def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
-        """ONNX -> IR. `options.shapes` fixes inputs, `options.ranges` bounds their dynamic dims;
-        others stay dynamic. fp16 stores fp16 weights (compress_to_fp16); the CPU computes in fp32.
-        int8 quantizes the IR with NNCF on `options.calibration` (see quantize_int8)."""
-        from ..model import fix_input_shapes, graph_inputs, io_dicts, load_model
-        from ..atomic import staged_dir
-
-        options = options or ConvertOptions()
-        if options.precision not in self.precisions:
-            raise ConversionError(
-                f"openvino backend: precision {options.precision!r} is not supported yet; "
-                f"supported: {', '.join(self.precisions)}")
-        model, out_dir = Path(model), Path(out_dir)
-        session = session_options(options.engine, options.precision)
-        proto = load_model(model)
-        inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))]
-        outputs = [TensorInfo.from_dict(d) for d in io_dicts(proto.graph.output)]
-        if options.shapes:
-            fix_input_shapes(proto, options.shapes, source=model)  # checks names, ranks, static dims
-        _check_ranges(inputs, options.ranges, model)
-
-        ov = _ov()
-        try:
-            ov_model = ov.convert_model(str(model))
+            ov_model.reshape(new_shapes)
         except Exception as e:
-            raise _conversion_error(e, proto, model) from e
+            raise ConversionError(f"{model}: OpenVINO cannot take shapes {options.shapes or options.ranges}: "
+                                  f"{first_line(e)}") from None
 
-        # convert_model keeps ONNX names as tensor names; if one were lost, ports keep the ONNX order.
-        in_ports = [_port(ov_model.inputs, t.name, k) for k, t in enumerate(inputs)]
-        out_ports = [_port(ov_model.outputs, t.name, k) for k, t in enumerate(outputs)]
-        renamed = {t.name: p.get_any_name() for t, p in zip(inputs + outputs, in_ports + out_ports)
-                   if t.name not in p.get_names()}
-        by_name = dict(zip([t.name for t in inputs], in_ports))
-        new_shapes = {
-            by_name[name]: ov.PartialShape([ov.Dimension(lo, hi) for lo, hi in zip(r.min, r.max)])
-            for name, r in options.ranges.items()
-        }
-        new_shapes.update({by_name[name]: ov.PartialShape(list(s)) for name, s in options.shapes.items()})
-        if new_shapes:
-            try:
-                ov_model.reshape(new_shapes)
-            except Exception as e:
-                raise ConversionError(f"{model}: OpenVINO cannot take shapes {options.shapes or options.ranges}: "
-                                      f"{_first_line(e)}") from None
+    def sized(infos, ports):
+        # Dims OpenVINO now knows (fixed inputs propagate to outputs) become ints; the rest keep their names.
+        out = []
+        for t, port in zip(infos, ports):
+            ps = port.get_partial_shape()
+            if ps.rank.is_dynamic:
+                out.append(t)
+                continue
+            names = t.shape if len(t.shape) == len(ps) else ("?",) * len(ps)
+            dims = tuple(ps[k].get_length() if ps[k].is_static else d for k, d in enumerate(names))
+            out.append(TensorInfo(t.name, dims, t.dtype))
+        return out
 
-        def sized(infos, ports):
-            # Dims OpenVINO now knows (fixed inputs propagate to outputs) become ints; the rest keep their names.
-            out = []
-            for t, port in zip(infos, ports):
-                ps = port.get_partial_shape()
-                if ps.rank.is_dynamic:
-                    out.append(t)
-                    continue
-                names = t.shape if len(t.shape) == len(ps) else ("?",) * len(ps)
-                dims = tuple(ps[k].get_length() if ps[k].is_static else d for k, d in enumerate(names))
-                out.append(TensorInfo(t.name, dims, t.dtype))
-            return out
-
-        meta = {}
-        if options.precision == "int8":
-            ov_model = quantize_int8(ov_model, proto, options, model)
-            meta = {"float_nodes": list(options.exclude), "calib_method": options.calib_method}
-        with staged_dir(out_dir) as tmp:
-            try:
-                # int8's float layers store fp16 weights (computed in f32): fp16 weights leave top-1 and
-                # cosine unchanged on the eval photos, and keep the IR within 0.3x of fp32's size
-                ov.save_model(ov_model, str(tmp / XML_FILE), compress_to_fp16=(options.precision != "fp32"))
-            except Exception as e:
-                raise ConversionError(f"{model}: OpenVINO save_model failed: {_first_line(e)}") from None
-            artifact = Artifact(
-                backend=self.name,
-                precision=options.precision,
-                root=tmp,
-                files=[XML_FILE, BIN_FILE],
-                inputs=sized(inputs, in_ports),
-                outputs=sized(outputs, out_ports),
-                meta={"openvino": ov.get_version(), "tensor_names": renamed, "session": session, **meta},
-            )
-            artifact.save()
-        artifact.root = out_dir
-        return artifact
-
-    def open(self, artifact: Artifact, threads: int | None = None) -> "OpenVINOSession":
-        return OpenVINOSession(artifact, threads=threads)
-
-
-# ---------------------------------------------------------------------------- session (device side)
-
-def _shared_tensor(ov, a: np.ndarray):
-    """An ov.Tensor over the array's own memory; only a non-contiguous array is copied (OpenVINO needs C order),
-    or a read-only one (np.frombuffer of bytes, a memory-mapped file), which ov.Tensor refuses to share."""
-    if not a.flags.c_contiguous or not a.flags.writeable:
-        a = np.array(a, order="C")
-    return ov.Tensor(a, shared_memory=True)
-
-
-class OpenVINOSession:
-    """An OpenVINO IR compiled for `device`. Inputs are passed zero-copy; outputs are copied out."""
-
-    def __init__(self, artifact: Artifact | str | Path, threads: int | None = None,
-                 hint: str | None = None, device: str | None = None, inference_precision: str | None = None):
-        """hint, device and `inference_precision` (f32 | f16 | bf16) default to what the artifact was
-        built with (the profile's [engine_options]), then LATENCY, CPU and default_inference_precision()."""
-        check_threads(threads)
-        if not isinstance(artifact, Artifact):
-            artifact = Artifact.load(artifact)
-        if artifact.backend != "openvino":
-            raise BundleError(f"{artifact.root}: artifact is for {artifact.backend!r}, not openvino")
-        built = artifact.meta.get("session") or {}
-        hint = hint or built.get("hint", "LATENCY")
-        device = device or built.get("device", "CPU")
-        if hint not in HINTS:
-            raise EdgeSDKError(f"unknown OpenVINO performance hint {hint!r}; choose one of {', '.join(HINTS)}")
-        if inference_precision is None:
-            if artifact.precision not in DEFAULT_INFERENCE_PRECISION:
-                raise BundleError(f"{artifact.root}: unknown precision {artifact.precision!r}")
-            inference_precision = built.get("inference_precision") or default_inference_precision(artifact.precision)
-        if inference_precision not in INFERENCE_PRECISIONS:
-            raise EdgeSDKError(f"inference_precision must be f32, f16 or bf16, got {inference_precision!r}")
-        ov = self._ov = _ov()
-        core = ov.Core()
-        if device not in core.available_devices:
-            raise BackendUnavailable(
-                f"OpenVINO device {device!r} is not available here; available: {', '.join(core.available_devices)}")
-        xml = artifact.path(XML_FILE)
-        if not xml.is_file() or not artifact.path(BIN_FILE).is_file():
-            raise BundleError(f"{artifact.root}: missing {XML_FILE} or {BIN_FILE}")
-        config: dict[str, object] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": inference_precision}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+    meta = {}
+    if options.precision == "int8":
+        ov_model = quantize_int8(ov_model, proto, options, model)
+        meta = {"float_nodes": list(options.exclude), "calib_method": options.calib_method}
+    with staged_dir(out_dir) as tmp:
         try:
-            self._compiled = core.compile_model(core.read_model(str(xml)), device, config)
+            # int8's float layers store fp16 weights (computed in f32): fp16 weights leave top-1 and
+            # cosine unchanged on the eval photos, and keep the IR within 0.3x of fp32's size
+            ov.save_model(ov_model, str(tmp / XML_FILE), compress_to_fp16=(options.precision != "fp32"))
         except Exception as e:
-            raise BundleError(f"{xml}: OpenVINO cannot load it: {_first_line(e)}") from None
-        self.artifact = artifact
-        self.inputs = list(artifact.inputs)
-        self.outputs = list(artifact.outputs)
-        ov_names = artifact.meta.get("tensor_names", {})  # ONNX name -> IR name where they differ
-        try:
-            self._in_idx = [_port_index(self._compiled.inputs, ov_names.get(t.name, t.name)) for t in self.inputs]
-            self._out_idx = [_port_index(self._compiled.outputs, ov_names.get(t.name, t.name)) for t in self.outputs]
-        except KeyError as e:
-            raise BundleError(f"{xml}: no tensor named {e} in the IR") from None
-        self._out_pairs = [(t.name, i) for t, i in zip(self.outputs, self._out_idx)]
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._requests: list = []  # every thread's request, so close() can release them all
+            raise ConversionError(f"{model}: OpenVINO save_model failed: {first_line(e)}") from None
+        artifact = Artifact(
+            backend="openvino",
+            precision=options.precision,
+            root=tmp,
+            files=[XML_FILE, BIN_FILE],
+            inputs=sized(inputs, in_ports),
+            outputs=sized(outputs, out_ports),
+            meta={"openvino": ov.get_version(), "tensor_names": renamed, "session": session, **meta},
+        )
+        artifact.save()
+    artifact.root = out_dir
+    return artifact
 
-    def _request(self):
-        """This thread's InferRequest, created on first use."""
-        req = getattr(self._local, "request", None)
-        if req is None:
-            if self._compiled is None:
-                raise EdgeSDKError(f"{self.artifact.root}: session is closed")
-            with self._lock:
-                req = self._compiled.create_infer_request()
-                self._requests.append(req)
-            self._local.request = req
-        return req
 
-    def _tensors(self, feeds: dict[str, np.ndarray]) -> dict[int, object]:
-        check_feeds(self.inputs, feeds, str(self.artifact.root))
-        return {i: _shared_tensor(self._ov, feeds[t.name]) for t, i in zip(self.inputs, self._in_idx)}
+def probe(model, path: Path, work: Path, inputs: list, ops: set) -> Probe:
+    """compat's live check: what this machine's engine says about the model file at `path`."""
+    import openvino as ov
 
-    def _collect(self, request) -> dict[str, np.ndarray]:
-        # The request reuses its output buffers on the next run: hand out copies.
-        return {name: request.get_output_tensor(i).data.copy() for name, i in self._out_pairs}
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._compiled is None:
-            raise EdgeSDKError(f"{self.artifact.root}: session is closed")
-        tensors = self._tensors(feeds)
-        req = self._request()
-        try:
-            for i, tensor in tensors.items():
-                req.set_input_tensor(i, tensor)
-            req.infer()
-        except Exception as e:
-            raise ModelError(f"{self.artifact.root}: OpenVINO failed to run: {_first_line(e)}") from None
-        return self._collect(req)
-
-    def run_async_many(self, feeds_list: list[dict[str, np.ndarray]], jobs: int = 0) -> list[dict[str, np.ndarray]]:
-        """Run every feed dict asynchronously on `jobs` InferRequests (0 = the plugin's optimal number,
-        more with hint="THROUGHPUT") and return the results in the order given.
-
-        Own requests with start_async/wait rather than AsyncInferQueue: a Python callback on the
-        queue runs on OpenVINO's worker threads, and we measured a deadlock when the compiled model
-        was destroyed (its destructor joins a worker, holding the GIL the worker was waiting for).
-        Here every Python step happens on the calling thread.
-        """
-        if self._compiled is None:
-            raise EdgeSDKError(f"{self.artifact.root}: session is closed")
-        tensors = [self._tensors(f) for f in feeds_list]  # validated up front; kept alive until the end
-        if not tensors:
-            return []
-        if not isinstance(jobs, int) or jobs < 0:
-            raise EdgeSDKError(f"jobs must be a non-negative integer, got {jobs!r}")
-        n = jobs or int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        requests = [self._compiled.create_infer_request() for _ in range(min(max(n, 1), len(tensors)))]
-        results: list = [None] * len(tensors)
-        try:
-            for k, t in enumerate(tensors):
-                req = requests[k % len(requests)]
-                if k >= len(requests):  # the request still holds job k - n: collect that first
-                    req.wait()
-                    results[k - len(requests)] = self._collect(req)
-                for i, tensor in t.items():
-                    req.set_input_tensor(i, tensor)
-                req.start_async()
-            for k in range(max(0, len(tensors) - len(requests)), len(tensors)):
-                req = requests[k % len(requests)]
-                req.wait()
-                results[k] = self._collect(req)
-        except Exception as e:
-            for req in requests:  # none may still be reading our inputs when we return
-                try:
-                    req.wait()
-                except Exception:
-                    pass
-            raise ModelError(f"{self.artifact.root}: OpenVINO failed to run: {_first_line(e)}") from None
-        return results
-
-    def close(self) -> None:
-        with self._lock:
-            self._requests.clear()
-        self._local = threading.local()
-        self._compiled = None
-
-    def __enter__(self) -> "OpenVINOSession":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    who = engine_label("openvino")
+    try:
+        ov.convert_model(str(path))
+    except Exception as e:
+        msg = str(e)
+        no_rule = [n for m in re.findall(r"No conversion rule found for operations: (.+)", msg) for n in m.split(",")]
+        failed = [n for m in re.findall(r"Conversion is failed for: (.+)", msg) for n in m.split(",")]
+        # An op that failed only because its input came from an op without a rule is collateral.
+        names = report_names(no_rule or failed, ops)
+        reason = f"no conversion rule for {', '.join(names)}" if no_rule else key_line(msg)
+        if no_rule and failed:
+            reason += f"; conversion also failed for {', '.join(report_names(failed, ops))}"
+        return Probe(False, names, f"{who} convert_model failed: {reason}")
+    return Probe(True, reason=f"{who} converted it")

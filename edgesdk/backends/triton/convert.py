@@ -18,8 +18,8 @@ import re
 import shutil
 from pathlib import Path
 
-from ..errors import BackendUnavailable, ConversionError
-from .base import Artifact, ConvertOptions, ShapeRange, TensorInfo
+from edgesdk.errors import ConversionError
+from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange, TensorInfo
 
 CONFIG_FILE = "config.pbtxt"
 README_FILE = "README.txt"
@@ -282,68 +282,50 @@ def readme(root: Path, name: str, kind: str, max_batch_size: int, batching_note:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- backend
+def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
+    """Write the model repository: the engine backend converts, Triton's config and README go around it."""
+    from edgesdk.backends import registry
+    from edgesdk.build.model import load_model
+    from edgesdk.atomic import staged_dir
+    from edgesdk.backends.tensorrt.convert import onnx_io
 
-class TritonBackend:
-    name = "triton"
-    precisions = ("fp32", "fp16", "int8")  # what the chosen engine backend accepts is checked by it
+    model, out_dir = Path(model), Path(out_dir)
+    options = options or ConvertOptions()
+    opts, engine_rest = _triton_options(options.engine, model)
+    kind, name = opts["kind"], opts["name"]
+    backend = registry.get(kind)
 
-    def available(self) -> str | None:
-        return "Triton has no in-process session: serve the repository with tritonserver --model-repository=DIR"
+    inputs, outputs = onnx_io(load_model(model))
+    # A --shape fixes an input for this build: its dims decide batching as they will be served.
+    sized = [TensorInfo(t.name, tuple(options.shapes[t.name]), t.dtype) if t.name in options.shapes else t
+             for t in inputs]
+    mbs, preferred, batching_note = _batch_settings(opts, sized, outputs, model)
+    ranges = _batch_ranges(inputs, options, mbs, model) if kind == "tensorrt" and mbs else dict(options.ranges)
+    sub_options = ConvertOptions(precision=options.precision, shapes=dict(options.shapes),
+                                 ranges=ranges, engine=engine_rest)
 
-    def convert(self, model: Path, out_dir: Path, options: ConvertOptions | None = None) -> Artifact:
-        """Write the model repository: the engine backend converts, Triton's config and README go around it."""
-        from . import registry
-        from ..model import load_model
-        from ..atomic import staged_dir
-        from .tensorrt import onnx_io
-
-        model, out_dir = Path(model), Path(out_dir)
-        options = options or ConvertOptions()
-        opts, engine_rest = _triton_options(options.engine, model)
-        kind, name = opts["kind"], opts["name"]
-        backend = registry.get(kind)
-
-        inputs, outputs = onnx_io(load_model(model))
-        # A --shape fixes an input for this build: its dims decide batching as they will be served.
-        sized = [TensorInfo(t.name, tuple(options.shapes[t.name]), t.dtype) if t.name in options.shapes else t
-                 for t in inputs]
-        mbs, preferred, batching_note = _batch_settings(opts, sized, outputs, model)
-        ranges = _batch_ranges(inputs, options, mbs, model) if kind == "tensorrt" and mbs else dict(options.ranges)
-        sub_options = ConvertOptions(precision=options.precision, shapes=dict(options.shapes),
-                                     ranges=ranges, engine=engine_rest)
-
-        with staged_dir(out_dir) as tmp:
-            sub = backend.convert(model, tmp / ".engine", sub_options)
-            version_dir = tmp / name / VERSION
-            version_dir.mkdir(parents=True)
-            for rel in sub.files:
-                shutil.move(str(sub.path(rel)), str(version_dir / rel))
-            shutil.rmtree(tmp / ".engine")
-            config = model_config(
-                name, kind, sub.inputs, sub.outputs, mbs, preferred, opts["max_queue_delay_us"],
-                opts["instance_count"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=model)
-            (tmp / name / CONFIG_FILE).write_text(to_pbtxt(config))
-            (tmp / README_FILE).write_text(readme(out_dir, name, kind, mbs, batching_note))
-            artifact = Artifact(
-                backend=self.name,
-                precision=options.precision,
-                root=tmp,
-                files=[f"{name}/{CONFIG_FILE}"] + [f"{name}/{VERSION}/{rel}" for rel in sub.files] + [README_FILE],
-                inputs=sub.inputs,
-                outputs=sub.outputs,
-                meta={"model_name": name, "triton_backend": kind, "max_batch_size": mbs,
-                      "batching_note": batching_note, "engine_meta": sub.meta},
-            )
-            artifact.save()
-        artifact.root = out_dir
-        return artifact
-
-    def open(self, artifact: Artifact, threads: int | None = None):
-        root = Path(artifact.root).resolve() if isinstance(artifact, Artifact) else Path(artifact).resolve()
-        raise BackendUnavailable(
-            "Triton has no in-process session: serve the repository with Triton Inference Server: "
-            f"tritonserver --model-repository={root}")
-
-
-__all__ = ["TritonBackend", "to_pbtxt", "model_config", "triton_dtype", "batch_blocker", "Enum", "TRITON_DTYPES"]
+    with staged_dir(out_dir) as tmp:
+        sub = backend.convert(model, tmp / ".engine", sub_options)
+        version_dir = tmp / name / VERSION
+        version_dir.mkdir(parents=True)
+        for rel in sub.files:
+            shutil.move(str(sub.path(rel)), str(version_dir / rel))
+        shutil.rmtree(tmp / ".engine")
+        config = model_config(
+            name, kind, sub.inputs, sub.outputs, mbs, preferred, opts["max_queue_delay_us"],
+            opts["instance_count"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=model)
+        (tmp / name / CONFIG_FILE).write_text(to_pbtxt(config))
+        (tmp / README_FILE).write_text(readme(out_dir, name, kind, mbs, batching_note))
+        artifact = Artifact(
+            backend="triton",
+            precision=options.precision,
+            root=tmp,
+            files=[f"{name}/{CONFIG_FILE}"] + [f"{name}/{VERSION}/{rel}" for rel in sub.files] + [README_FILE],
+            inputs=sub.inputs,
+            outputs=sub.outputs,
+            meta={"model_name": name, "triton_backend": kind, "max_batch_size": mbs,
+                  "batching_note": batching_note, "engine_meta": sub.meta},
+        )
+        artifact.save()
+    artifact.root = out_dir
+    return artifact
