@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.backends.base import Artifact, Closable, ConvertOptions, TensorInfo, check_feeds
-from edgesdk.backends.rknn import PLATFORMS, rknn_python
+from edgesdk.backends.rknn.env import PLATFORMS, rknn_python
 from edgesdk.backends.rknn.session import RKNN_FILE, npu_inputs, shaped_outputs
 from edgesdk.errors import BackendUnavailable, ConversionError, EdgeSDKError, ModelError
 
@@ -38,7 +38,7 @@ class Worker:
     def __init__(self):
         python = rknn_python()
         if python is None:
-            from edgesdk.backends.rknn import MISSING
+            from edgesdk.backends.rknn.env import MISSING
 
             raise BackendUnavailable(MISSING)
         self.dir = Path(tempfile.mkdtemp(prefix="edgesdk-rknn-"))
