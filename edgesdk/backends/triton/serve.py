@@ -58,21 +58,22 @@ def check_repository(repo: Path) -> list[str]:
 
 
 def python_path(workdir: Path) -> str:
-    """A directory from which the python stub imports this edgesdk, native module included. An editable
-    install keeps edgesdk/_native*.so apart from the sources; then a directory of links joins them."""
+    """A directory from which the python stub imports this edgesdk, native libraries included. An editable
+    install keeps edgesdk/_native*.so (and the engine libraries beside it) apart from the sources; then a
+    directory of links joins the two."""
     import edgesdk
     from edgesdk import _native
 
     package = Path(edgesdk.__file__).resolve().parent
-    native = Path(_native.__file__).resolve()
-    if native.parent == package:
+    native_dir = Path(_native.__file__).resolve().parent
+    if native_dir == package:
         return str(package.parent)
     joined = workdir / "edgesdk"
     joined.mkdir()
-    for entry in package.iterdir():
-        if entry.name != "__pycache__":
-            (joined / entry.name).symlink_to(entry)
-    (joined / native.name).symlink_to(native)
+    for source in (package, native_dir):
+        for entry in source.iterdir():
+            if entry.name != "__pycache__" and not (joined / entry.name).exists():
+                (joined / entry.name).symlink_to(entry)
     return str(workdir)
 
 
