@@ -266,6 +266,12 @@ def _demo_inputs(args):
     return models.efficientnet_lite0(), picks + [p for p in models.eval_images() if p not in picks]
 
 
+def cmd_serve(args) -> int:
+    from edgesdk.backends.triton.serve import serve
+
+    return serve(args.repo, http_port=args.http_port, grpc_port=args.grpc_port, server=args.server, host=args.host)
+
+
 def cmd_validate(args) -> int:
     from edgesdk.build.parity import validate_artifact
 
@@ -363,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=8)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("serve", help="serve a Triton model repository (edgesdk package --target triton-cpu) with a "
+                                     "real tritonserver until Ctrl-C")
+    s.add_argument("repo")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--server", metavar="PATH", help="the tritonserver to run (default: the one tools/triton_env.sh "
+                                                    "sets up, else PATH)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("targets", help="the built-in target profiles")
     s.add_argument("--json", action="store_true")

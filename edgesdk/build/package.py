@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -208,10 +209,14 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     from edgesdk.atomic import staged_dir
     from edgesdk.build.model import check_input_sizes, load_model
     from edgesdk.device.runtime import Model, engine_version
-    from edgesdk.build.targets import load_target
+    from edgesdk.build.targets import TargetProfile, load_target
+    from edgesdk.backends.triton.python_repo import serves_bundle
 
     model, out = Path(model), Path(out)
-    profile = load_target(target)
+    profile = target if isinstance(target, TargetProfile) else load_target(target)
+    if serves_bundle(profile.engine, profile.engine_options):
+        return _package_served(model, profile, out, calib=calib, shapes=shapes, spec=spec, labels=labels, tar=tar,
+                               threads=threads, sign=sign, progress=progress)
     sign_key = None
     if sign:
         from edgesdk.device.bundle import load_private_key
@@ -307,6 +312,24 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
         _say(progress, f"bundle    {out}")
     tar_path = _write_tar(out) if tar else None
     return PackageResult(out, json.loads((out / "manifest.json").read_text()), tar_path)
+
+
+def _package_served(model: Path, profile, out: Path, tar: bool, progress, **kwargs) -> PackageResult:
+    """A Triton model repository whose model runs an edgesdk bundle (triton-cpu): the bundle for the engine the
+    profile names, packaged as any other, then the repository around it."""
+    import dataclasses
+
+    from edgesdk.backends.triton.python_repo import python_settings, write_python_repository
+
+    settings, rest = python_settings(profile.engine_options, profile.source or profile.name)
+    inner = dataclasses.replace(profile, engine=settings["bundle_engine"], engine_options=rest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgesdk-served-", dir=out.parent) as work:
+        result = package(model, inner, Path(work) / "bundle", progress=progress, **kwargs)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip(".-") or "model"
+        write_python_repository(result.out, out, settings, name)
+    _say(progress, f"triton    model repository {out} (serve it: edgesdk serve {out})")
+    return PackageResult(out, result.manifest, _write_tar(out) if tar else None)
 
 
 def _write_tar(bundle: Path) -> Path:

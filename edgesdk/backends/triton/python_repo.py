@@ -55,11 +55,15 @@ def _int(value, what: str, source, minimum: int) -> int:
     return value
 
 
-def python_settings(options: dict, source) -> dict:
-    """The repository's settings from a profile's [engine_options] (validated, defaults filled)."""
-    unknown = sorted(set(options) - set(PYTHON_KEYS))
-    if unknown:
-        raise ConversionError(f"{source}: unknown Triton option(s) {unknown}; known: {list(PYTHON_KEYS)}")
+def serves_bundle(engine: str, options: dict) -> bool:
+    """A profile whose model repository runs an edgesdk bundle in Triton's python backend (triton-cpu)."""
+    return engine == "triton" and options.get("triton_backend") == "python"
+
+
+def python_settings(options: dict, source) -> tuple[dict, dict]:
+    """(the repository's settings, validated with defaults filled; the options left for the bundle's engine)
+    from a profile's [engine_options]."""
+    rest = {k: v for k, v in options.items() if k not in PYTHON_KEYS}
     engine = options.get("bundle_engine", "openvino")
     if engine not in BUNDLE_ENGINES:
         raise ConversionError(f"{source}: bundle_engine must be one of {', '.join(BUNDLE_ENGINES)}, got {engine!r}")
@@ -80,7 +84,7 @@ def python_settings(options: dict, source) -> dict:
             "max_queue_delay_us": _int(options.get("max_queue_delay_us", 1000), "max_queue_delay_us", source, 0),
             "dynamic_batching": batching, "instance_count": _int(options.get("instance_count", 1),
                                                                    "instance_count", source, 1),
-            "workers": _int(options.get("workers", 0), "workers", source, 0)}
+            "workers": _int(options.get("workers", 0), "workers", source, 0)}, rest
 
 
 def python_model_config(name: str, inputs, outputs, settings: dict, threads: int | None = None,
