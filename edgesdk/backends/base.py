@@ -69,6 +69,8 @@ class ConvertOptions:
     exclude: list[str] = field(default_factory=list)
     # int8: calibration method ("kl" | "minmax" | "aciq"; engines that have fewer take the nearest)
     calib_method: str = "kl"
+    # the target's PreprocessSpec, for engines that fold mean/std into the model's input (rknn's NPU)
+    preprocess: Any = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ BUILTIN: dict[str, str] = {
     "ncnn": "edgesdk.backends.ncnn:NcnnBackend",
     "tensorrt": "edgesdk.backends.tensorrt:TensorRTBackend",
     "triton": "edgesdk.backends.triton:TritonBackend",
+    "rknn": "edgesdk.backends.rknn:RknnBackend",
 }
 
 _cache: dict[str, object] = {}

@@ -106,7 +106,8 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
 
         t = time.perf_counter()
         _say(progress, f"convert   {backend} {precision}")
-        options = ConvertOptions(precision=precision, shapes=shapes, ranges=ranges, engine=dict(engine_options or {}))
+        options = ConvertOptions(precision=precision, shapes=shapes, ranges=ranges, engine=dict(engine_options or {}),
+                                 preprocess=spec)
         quant = None
         if precision == "int8":
             from edgesdk.build.quantize import QuantizeSettings, quantize_stage

@@ -240,7 +240,9 @@ def _checker(be, artifact: Artifact, threads: int | None):
     reason = be.available()
     if reason is None:
         try:
-            return be.open(artifact, threads=threads), be.name
+            session = be.open(artifact, threads=threads)
+            # a simulator (rknn's, for the NPU) names itself: its timings say nothing of the device's
+            return session, getattr(session, "engine_label", be.name)
         except BackendUnavailable as e:
             reason = str(e)
     qdq = artifact.meta.get("qdq_onnx")
@@ -319,7 +321,12 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
         return artifact, report, options
 
     say(f"quantize  ranking layers by sensitivity on {min(len(evals), SENSITIVITY_SAMPLES)} held-back images")
-    report.sensitivity = layer_sensitivity(model, calibration, evals[:SENSITIVITY_SAMPLES], options.exclude)
+    rank = getattr(be, "rank_layers", None)
+    if rank is not None:  # the engine's own per-layer errors of the model it just built (rknn: accuracy_analysis)
+        ranked = rank(model, artifact, evals[:SENSITIVITY_SAMPLES])
+        report.sensitivity = [s for s in ranked if s[0] not in options.exclude]
+    else:
+        report.sensitivity = layer_sensitivity(model, calibration, evals[:SENSITIVITY_SAMPLES], options.exclude)
     best = (check, list(options.exclude))
     for node, _ in report.sensitivity[:settings.max_fallback]:
         options.exclude.append(node)

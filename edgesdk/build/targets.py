@@ -18,7 +18,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-ENGINES = ("ncnn", "openvino", "onnxruntime", "tensorrt", "triton")
+ENGINES = ("ncnn", "openvino", "onnxruntime", "tensorrt", "triton", "rknn")
 ARCHES = ("x86_64", "aarch64", "armv7")
 POSTPROCESS = ("none", "topk", "yolo", "ppocr-det", "ppocr-rec")
 _HERE = Path(__file__).resolve().parent.parent  # the edgesdk package (a wheel ships targets/ inside it)

@@ -101,7 +101,8 @@ class Worker:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        for stream in (self.proc.stdin, self.proc.stdout, self._log):
+            stream.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -213,7 +214,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
         req.update(onnx=str(model), out=str(tmp / RKNN_FILE))
         built = worker.request("build", **req)
         worker.key = _file_key(tmp / RKNN_FILE)
-        meta = {"rknn-toolkit2": built["toolkit"], "platform": settings["platform"], "folded": folded,
+        meta = {"rknn": built["toolkit"], "platform": settings["platform"], "folded": folded,
                 "session": {"core_mask": settings["core_mask"]}, "build_seconds": built["seconds"]}
         if options.precision == "int8":
             meta.update(calib_method=options.calib_method, float_nodes=list(options.exclude),
