@@ -8,6 +8,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from edgesdk.backends.base import first_line as _first_line
 from edgesdk.errors import EdgeSDKError, ModelError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -58,12 +59,6 @@ def infer_shapes(model, strict: bool = False, source: str | Path = "model"):
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=strict, data_prop=True)
     except Exception as e:
         raise ModelError(f"{source}: shape inference failed: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    """One line for a CLI error: the first non-empty line of the exception's message."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 # ---------------------------------------------------------------------------- tensors and shapes

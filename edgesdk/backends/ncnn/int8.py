@@ -29,9 +29,10 @@ import numpy as np
 from edgesdk.atomic import write_bytes
 from edgesdk.errors import ConversionError
 from edgesdk.backends.base import Artifact, TensorInfo
+# int8.X for the stats and file helpers it is built from (tests and benchmarks read them through here)
 from edgesdk.backends.ncnn.calibrate import INT8_MAX, BlobStats, calibrate, input_scale, kl_threshold  # noqa: F401
-from edgesdk.backends.ncnn.param import (QUANTIZABLE, TAG_INT8, ParamLayer, format_param, read_bin, read_param,  # noqa: F401
-                                         weight_slots, write_bin)
+from edgesdk.backends.ncnn.param import QUANTIZABLE, TAG_INT8, ParamLayer, format_param, read_bin  # noqa: F401
+from edgesdk.backends.ncnn.param import read_param, weight_slots, write_bin  # noqa: F401
 
 METHODS = ("kl", "minmax", "aciq")
 # Producers and consumers of a requantized int8 blob: the layers whose x86/arm kernels take int8 input.
