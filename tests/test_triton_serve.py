@@ -241,3 +241,14 @@ def test_serve_without_a_server_exits_2_naming_the_install_command(tmp_path):
                        text=True, env=env)
     assert r.returncode == 2
     assert "tools/triton_env.sh" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("backend", ["triton", "tensorrt"])
+def test_convert_writes_the_artifact_without_the_engine(backend, effnet_onnx, tmp_path):
+    """The engine runs an artifact; writing one on a build machine needs only the converter."""
+    r = subprocess.run([sys.executable, "-m", "edgesdk", "convert", str(effnet_onnx), "--backend", backend,
+                        "--out", str(tmp_path / "out"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["passed"] is None and "not validated here" in got["notes"][0]
+    assert all((tmp_path / "out" / f).is_file() for f in got["files"])

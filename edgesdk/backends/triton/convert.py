@@ -14,6 +14,7 @@ Build side only; there is no in-process session (open() says how to serve the re
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -301,8 +302,8 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
              for t in inputs]
     mbs, preferred, batching_note = _batch_settings(opts, sized, outputs, model)
     ranges = _batch_ranges(inputs, options, mbs, model) if kind == "tensorrt" and mbs else dict(options.ranges)
-    sub_options = ConvertOptions(precision=options.precision, shapes=dict(options.shapes),
-                                 ranges=ranges, engine=engine_rest)
+    # Everything else goes to the engine as given: int8's calibration feeds, float layers and method included.
+    sub_options = dataclasses.replace(options, shapes=dict(options.shapes), ranges=ranges, engine=engine_rest)
 
     with staged_dir(out_dir) as tmp:
         sub = backend.convert(model, tmp / ".engine", sub_options)
