@@ -13,12 +13,13 @@ STAMP := $(VENV)/.setup.stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONNOUSERSITE := 1
 
-.PHONY: setup system-packages demo test test-fast native-test sanitize lock clean
+.PHONY: setup system-packages tool-envs triton-env rknn-env demo test test-fast native-test sanitize lock clean
 
 # Debian packages, when run as root: the opencv-doc photos (calibration/evaluation), the cross
 # compilers and qemu for the board builds (tests/test_cross.py), stb for edgesdk-run's image reader,
-# python3-venv where the interpreter lacks ensurepip. Not root: a note, and those tests skip saying why.
-DEBS := opencv-doc nlohmann-json3-dev g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user libstb-dev
+# python3-venv where the interpreter lacks ensurepip, chromium to look at report.html as a person
+# would. Not root: a note, and those tests skip saying why.
+DEBS := opencv-doc nlohmann-json3-dev g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user libstb-dev chromium
 system-packages:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  need=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -32,7 +33,7 @@ system-packages:
 # second OpenCV. The engines are in place before the native module builds; both native engines are
 # required (ON): ncnn's C++ library is built once from its PyPI sdist into ~/.cache/edgesdk
 # (tools/build_ncnn.sh, ~10-14 min on 2 cores), OpenVINO's CMake config comes from the openvino wheel.
-$(STAMP): pyproject.toml $(LOCK) Makefile tools/build_ncnn.sh
+$(STAMP): pyproject.toml $(LOCK) Makefile tools/build_ncnn.sh tools/lock-triton.txt tools/lock-rknn.txt
 	@$(MAKE) --no-print-directory system-packages
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-deps -r $(LOCK)
@@ -42,7 +43,17 @@ $(STAMP): pyproject.toml $(LOCK) Makefile tools/build_ncnn.sh
 	  -Ccmake.define.EDGESDK_WITH_NCNN=ON -Ccmake.define.ncnn_DIR=$$ncnn/lib/cmake/ncnn \
 	  -Ccmake.define.EDGESDK_WITH_OPENVINO=ON -Ccmake.define.OpenVINO_DIR=$$ov
 	$(PY) -c 'import edgesdk._native as n; print("native engines:", n.engines())'
+	@$(MAKE) --no-print-directory tool-envs
 	@touch $(STAMP)
+
+# Tools whose pins clash with ours get environments of their own, cached in ~/.cache/edgesdk by their
+# lock's hash (tools/lock-triton.txt, tools/lock-rknn.txt): the Triton server (~25 s cold) and the
+# RKNN converter (~1.5 GB, ~1-2 min cold). Exit 2 means this platform has no wheel for the tool: a
+# note, and its tests skip saying so; any other failure stops setup.
+tool-envs: triton-env rknn-env
+triton-env rknn-env:
+	@rc=0; PYTHON=$(PYTHON) tools/$(subst -,_,$@).sh >/dev/null || rc=$$?; \
+	if [ $$rc = 2 ]; then echo "note: no $@ on this platform; its tests skip"; elif [ $$rc != 0 ]; then exit $$rc; fi
 
 setup: $(STAMP)
 
