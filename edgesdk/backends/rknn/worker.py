@@ -77,9 +77,9 @@ class Worker:
                 cwd = os.getcwd()
                 os.chdir(work)  # step 1 writes <model>.model/.data/.quantization.cfg into the current directory
                 try:
-                    check(self.rknn.hybrid_quantization_step1(dataset=dataset, custom_hybrid=pairs),
-                          "hybrid_quantization_step1")
+                    check(self.rknn.hybrid_quantization_step1(dataset=dataset), "hybrid_quantization_step1")
                     stem = os.path.splitext(os.path.basename(req["onnx"]))[0]
+                    pairs = keep_float(f"{stem}.quantization.cfg", pairs)
                     self._new(req, load=False)  # step 2 on a fresh toolkit object, which reads step 1's files
                     check(self.rknn.hybrid_quantization_step2(
                         model_input=f"{stem}.model", data_input=f"{stem}.data",
@@ -159,8 +159,8 @@ def parse_table(table: str) -> list[dict]:
 
 
 def float_pairs(onnx_path: str, nodes: list[str]) -> list[list[str]]:
-    """[input tensor, output tensor] per ONNX node to keep float16 (the toolkit's custom_hybrid), an
-    activation widened to the convolution it is fused with."""
+    """The output tensors of each ONNX node to keep float16, an activation widened to the convolution
+    it is fused with (the toolkit's layers are keyed by output tensor)."""
     import onnx
 
     graph = onnx.load(onnx_path, load_external_data=False).graph
@@ -184,11 +184,36 @@ def float_pairs(onnx_path: str, nodes: list[str]) -> list[list[str]]:
         prev = producer.get(data[0])
         if node.op_type in FUSED_ACTIVATIONS and prev is not None and prev.op_type == "Conv" and consumers[data[0]] == 1:
             head = prev
-        head_in = [i for i in head.input if i and i not in consts][0]
-        pair = [head_in, node.output[0]]
+        pair = list(dict.fromkeys([head.output[0], node.output[0]]))
         if pair not in pairs:
             pairs.append(pair)
     return pairs
+
+
+def keep_float(cfg_path: str, pairs: list[list[str]]) -> list[list[str]]:
+    """Mark the layers producing each group's tensors float16 in step 1's config (custom_quantize_layers,
+    keyed by output tensor). The toolkit's optimizer renames or fuses some ONNX tensors away: only tensors
+    its graph still has (its quantize_parameters) can be marked; a pair with none is an error."""
+    from ruamel.yaml import YAML
+
+    with open(cfg_path) as f:
+        text = f.read()
+    known = set(YAML(typ="safe").load(text).get("quantize_parameters") or {})
+    marks, kept = [], []
+    for pair in pairs:
+        tensors = [t for t in pair if t in known]
+        if not tensors:
+            raise RuntimeError(f"none of {pair} is a tensor of the toolkit's optimized graph; cannot keep it float")
+        marks += [f"    {json.dumps(t)}: float16\n" for t in tensors]
+        kept.append(pair)
+    # a text edit: re-dumping the YAML reformats the recorded scales, which step 2 then refuses as modified
+    head = re.search(r"^custom_quantize_layers:.*\n", text, re.M)
+    if head is None:
+        raise RuntimeError(f"{cfg_path}: no custom_quantize_layers section")
+    text = text[:head.start()] + "custom_quantize_layers:\n" + "".join(dict.fromkeys(marks)) + text[head.end():]
+    with open(cfg_path, "w") as f:
+        f.write(text)
+    return kept
 
 
 def main() -> int:
