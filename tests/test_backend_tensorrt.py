@@ -7,16 +7,20 @@ import importlib.util
 import json
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from onnxruntime.quantization import QuantType
 
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange, TensorInfo
 from edgesdk.backends.tensorrt.config import BUILD_FILE, BuildConfig, resolve_profiles, shapes_spec, trtexec_command
 from edgesdk.backends.tensorrt.cuda import NOT_INSTALLED, compute_capability, jetson_compute_capability
 from edgesdk.backends.tensorrt import TensorRTBackend
+from edgesdk.backends.tensorrt.convert import has_qdq, qdq_problems
 from edgesdk.backends.tensorrt.plan_cache import cached_plan, plan_key, plan_mismatch, store_plan
 from edgesdk.errors import BackendUnavailable, BundleError, ConversionError, ModelError, UnsupportedOpError
 
@@ -225,7 +229,7 @@ def test_int8_needs_qdq(effnet_onnx):
         TensorRTBackend().build_config(effnet_onnx, ConvertOptions(precision="int8"))
 
 
-def test_int8_accepts_qdq_model(linear_relu_onnx, tmp_path):
+def _qdq(source: Path, out: Path, **extra) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -236,15 +240,48 @@ def test_int8_accepts_qdq_model(linear_relu_onnx, tmp_path):
         def get_next(self):
             return next(self.batches, None)
 
-    qdq = tmp_path / "qdq.onnx"
-    # TensorRT's scheme: symmetric int8 activations and weights.
-    quantize_static(str(linear_relu_onnx), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
+                    **extra)
+    return out
+
+
+def test_int8_accepts_qdq_model(linear_relu_onnx, tmp_path):
+    # TensorRT's scheme: symmetric int8 activations and weights, biases float.
+    qdq = _qdq(linear_relu_onnx, tmp_path / "qdq.onnx", activation_type=QuantType.QInt8,
+               extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
     a = TensorRTBackend().convert(qdq, tmp_path / "out", ConvertOptions(precision="int8"))
     build = json.loads(a.path(BUILD_FILE).read_text())
     assert build["flags"] == ["int8", "fp16"]
     assert "--int8 --fp16" in build["trtexec"]
+
+
+def test_int8_refuses_qdq_tensorrt_cannot_parse(linear_relu_onnx, tmp_path):
+    """onnxruntime's defaults (int32 bias behind a DequantizeLinear, uint8 activations with a zero point)
+    are what TensorRT's parser refuses: named at convert time, not on the device."""
+    import onnx
+
+    qdq = _qdq(linear_relu_onnx, tmp_path / "qdq.onnx")
+    problems = qdq_problems(onnx.load(str(qdq)))
+    assert any("'0.bias_quantized' is int32" in p for p in problems), problems
+    assert any("the bias of Gemm" in p for p in problems) and any("zero point must be int8 0" in p for p in problems)
+    with pytest.raises(ConversionError, match=r"TensorRT cannot build this Q/DQ model: .*int32"):
+        TensorRTBackend().convert(qdq, tmp_path / "out", ConvertOptions(precision="int8"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_convert_cli_with_calibration_images(effnet_onnx, calib_dir, tmp_path):
+    """`edgesdk convert --backend tensorrt --precision int8 --calib DIR` on a machine without TensorRT:
+    the Q/DQ ONNX is written (validation is the device's) and its graph is the one TensorRT takes."""
+    import onnx
+
+    out = tmp_path / "int8"
+    r = subprocess.run([sys.executable, "-m", "edgesdk", "convert", str(effnet_onnx), "--backend", "tensorrt",
+                        "--precision", "int8", "--calib", str(calib_dir), "--out", str(out), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = onnx.load(str(out / "model.onnx"))
+    assert qdq_problems(m) == [] and has_qdq(m)
+    assert json.loads((out / BUILD_FILE).read_text())["flags"] == ["int8", "fp16"]
 
 
 def test_out_dir_that_is_not_an_artifact_is_kept(effnet_onnx, tmp_path):

@@ -12,6 +12,7 @@ import edgesdk
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
 from edgesdk.backends.onnxruntime.session import reference_session
+from edgesdk.backends.tensorrt.convert import qdq_problems
 from edgesdk.build.calibration import calibration_feeds
 from edgesdk.errors import ConversionError, ParityError
 from edgesdk.build.optimize import optimize
@@ -236,10 +237,20 @@ def test_tensorrt_int8_is_symmetric_qdq_validated_in_onnxruntime(tmp_path, opt_o
     build = json.loads(art.path("build.json").read_text())
     assert build["flags"] == ["int8", "fp16"] and "--int8" in art.path("trtexec.sh").read_text()
     m = onnx.load(str(art.path("model.onnx")))
+    assert qdq_problems(m) == []  # the graph TensorRT's explicit quantization takes
     inits = {i.name: i for i in m.graph.initializer}
-    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node
-                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
-    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+    qdq = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in qdq]
+    assert len(zero_points) == len(qdq) and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    weights = [n for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert {inits[n.input[0]].data_type for n in weights} == {onnx.TensorProto.INT8}  # no int32 bias anywhere
+    convs = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(weights) == len(convs)  # one quantized weight per Conv/Gemm, nothing else
+    assert all(inits[n.input[2]].data_type == onnx.TensorProto.FLOAT for n in convs if len(n.input) > 2)
+    quantized = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
+    # Q/DQ sit in front of Conv and Gemm only; a residual Add reads the same dequantized tensor as the
+    # Conv beside it (TensorRT fuses that Add into the int8 Conv).
+    assert {n.op_type for n in m.graph.node if set(n.input) & quantized} == {"Conv", "Gemm", "Add"}
     feeds, refs = eval_pairs
     top1, top5, cos = agreement(refs, run_all(reference_session(art.path("model.onnx")), feeds))
     print(f"\nTensorRT int8 QDQ on onnxruntime, {len(feeds)} unseen photos: top-1 {top1:.3f}, "

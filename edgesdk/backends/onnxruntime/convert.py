@@ -21,10 +21,12 @@ CALIBRATION_METHODS = {"kl": "Entropy", "minmax": "MinMax", "aciq": "Percentile"
 NEVER_QUANTIZE = ("Softmax",)
 ENGINE_KEYS = ("reduce_range",)
 
-def quantize_qdq(model: Path, out: Path, options: ConvertOptions, symmetric_activations: bool = False,
-                 reduce_range: bool = False) -> list[str]:
+def quantize_qdq(model: Path, out: Path, options: ConvertOptions, reduce_range: bool = False,
+                 tensorrt_ops: tuple[str, ...] | None = None) -> list[str]:
     """onnxruntime's static quantizer in QDQ form: int8 weights per output channel, symmetric;
-    activations uint8 asymmetric (onnxruntime's choice for CPUs), or int8 symmetric for TensorRT.
+    activations uint8 asymmetric (onnxruntime's choice for CPUs). With `tensorrt_ops`, TensorRT's
+    explicit quantization instead: Q/DQ only in front of those ops (each its own pair, as TensorRT
+    wants; their outputs not quantized), int8 symmetric activations, biases left float (not int32 behind a DequantizeLinear).
     `options.calibration` feeds the ranges, `options.exclude` (ONNX node names) and every Softmax
     stay float. Returns the names of the nodes kept in float."""
     from edgesdk.build.calibration import FeedReader
@@ -60,7 +62,8 @@ def quantize_qdq(model: Path, out: Path, options: ConvertOptions, symmetric_acti
         def __len__(self):
             return len(self.feeds)
 
-    act = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    trt = bool(tensorrt_ops)
+    act = QuantType.QInt8 if trt else QuantType.QUInt8
     source = model
     import onnx
 
@@ -76,9 +79,12 @@ def quantize_qdq(model: Path, out: Path, options: ConvertOptions, symmetric_acti
                 onnx.save(proto, str(source))
             quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             reduce_range=reduce_range, activation_type=act, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=keep, calibrate_method=CalibrationMethod[CALIBRATION_METHODS[
+                            nodes_to_exclude=keep, op_types_to_quantize=list(tensorrt_ops) if trt else None,
+                            calibrate_method=CalibrationMethod[CALIBRATION_METHODS[
                                 options.calib_method]],
-                            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
+                            extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True,
+                                           "QuantizeBias": not trt, "DedicatedQDQPair": trt,
+                                           "OpTypesToExcludeOutputQuantization": list(tensorrt_ops or ())})
     except Exception as e:
         raise ConversionError(f"{model}: onnxruntime's quantizer failed: {first_line(e)}") from e
     return keep

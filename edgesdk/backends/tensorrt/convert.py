@@ -30,6 +30,10 @@ from edgesdk.backends.tensorrt.config import (BUILD_FILE, MODEL_FILE, TRTEXEC_FI
                                               resolve_profiles, trtexec_command, trtexec_script)
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# The ops TensorRT runs in int8 from Q/DQ (its explicit quantization): their activation inputs and
+# weights get Q/DQ, everything else stays float and TensorRT fuses around it.
+INT8_OPS = ("Conv", "Gemm", "MatMul")
+BIAS_INPUT = {"Conv": 2, "Gemm": 2}
 
 def unsupported_ops(model) -> list[str]:
     """Ops of `model` TensorRT's ONNX parser cannot take: any op outside the ONNX domain (ai.onnx.ml,
@@ -44,6 +48,45 @@ def has_qdq(model) -> bool:
     from edgesdk.build.model import op_census
 
     return any(op in op_census(model) for op in QDQ_OPS)
+
+
+def qdq_problems(model) -> list[str]:
+    """What in a Q/DQ graph TensorRT's explicit quantization does not take (empty when none): it wants
+    int8 with zero point 0 (symmetric) in every Q/DQ, biases in float (int32 biases behind a
+    DequantizeLinear are refused by its ONNX parser: onnx/onnx-tensorrt#850, NVIDIA/TensorRT#3360),
+    and quantized weights (an initializer into DequantizeLinear) only on Conv, Gemm and MatMul."""
+    from onnx import TensorProto, numpy_helper
+
+    init = {t.name: t for t in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    problems = []
+    for n in model.graph.node:
+        if n.op_type not in QDQ_OPS:
+            continue
+        zp = init.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zp is not None and (zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any()):
+            problems.append(f"{n.op_type} {n.name!r}: zero point must be int8 0 (symmetric), got "
+                            f"{TensorProto.DataType.Name(zp.data_type).lower()} {numpy_helper.to_array(zp).ravel()[:4]}")
+        elif zp is None and n.op_type == "QuantizeLinear":
+            problems.append(f"QuantizeLinear {n.name!r}: no zero point, which makes it uint8; TensorRT needs int8")
+        if n.op_type != "DequantizeLinear" or n.input[0] not in init:
+            continue
+        weights = init[n.input[0]]
+        if weights.data_type != TensorProto.INT8:
+            problems.append(f"DequantizeLinear {n.name!r}: {weights.name!r} is "
+                            f"{TensorProto.DataType.Name(weights.data_type).lower()}; TensorRT takes int8 weights "
+                            "(keep biases float)")
+        for c in consumers.get(n.output[0], []):
+            if c.op_type not in INT8_OPS:
+                problems.append(f"DequantizeLinear {n.name!r}: quantized weights feed {c.op_type} {c.name!r}; "
+                                f"TensorRT quantizes weights of {', '.join(INT8_OPS)} only")
+            elif list(c.input).index(n.output[0]) == BIAS_INPUT.get(c.op_type):
+                problems.append(f"DequantizeLinear {n.name!r}: the bias of {c.op_type} {c.name!r} is quantized; "
+                                "TensorRT's parser needs it float")
+    return problems
 
 
 def onnx_io(model) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -93,6 +136,11 @@ def prepare(model: Path, options: ConvertOptions):
         raise ConversionError(
             f"{model}: int8 for TensorRT needs a quantized (Q/DQ) ONNX with QuantizeLinear/DequantizeLinear "
             "nodes, and this model has none; give calibration images to quantize it, or build fp16")
+    problems = qdq_problems(proto) if options.precision == "int8" else []
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ConversionError(f"{model}: TensorRT cannot build this Q/DQ model: {'; '.join(problems[:3])}{more}; "
+                              "quantize it from the float model with calibration images instead")
     if any(t.data_location == 1 for t in proto.graph.initializer):  # TensorProto.EXTERNAL
         raise ConversionError(f"{model}: weights in external data files are not supported by this backend yet")
     config = BuildConfig(
@@ -132,12 +180,13 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
 
 
 def quantize(model: Path, out: Path, options: ConvertOptions) -> tuple[Path, dict]:
-    """QDQ ONNX from onnxruntime's quantizer with TensorRT's int8 scheme: symmetric int8 weights
-    per channel and symmetric int8 activations. A model that already has Q/DQ nodes is kept as is."""
+    """QDQ ONNX from onnxruntime's quantizer with TensorRT's int8 scheme (see qdq_problems): Q/DQ on
+    the activations and weights of Conv/Gemm/MatMul only, symmetric int8 (weights per channel), zero
+    points 0, biases float. A model that already has Q/DQ nodes is kept as is (prepare checks it)."""
     from edgesdk.build.model import load_model
     from edgesdk.backends.onnxruntime.convert import quantize_qdq
 
     if has_qdq(load_model(model)) or not options.calibration:  # without either, _prepare says what is missing
         return model, {"qdq_onnx": MODEL_FILE}
-    float_nodes = quantize_qdq(model, out, options, symmetric_activations=True)
+    float_nodes = quantize_qdq(model, out, options, tensorrt_ops=INT8_OPS)
     return out, {"qdq_onnx": MODEL_FILE, "float_nodes": float_nodes, "calib_method": options.calib_method}
