@@ -139,7 +139,10 @@ def _describe(result: dict) -> str:
     if "lines" in result:
         return "\n    " + result["text"].replace("\n", "\n    ")
     if "detections" in result:
-        return f"{len(result['detections'])} detections"
+        dets = result["detections"]
+        return f"{len(dets)} detections" + "".join(
+            f"\n    {d['label'] or d['class']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+            for d in dets[:20])
     if "boxes" in result:
         return f"{len(result['boxes'])} text boxes"
     return ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in result.items())
@@ -326,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--target", required=True, help="a built-in profile name (edgesdk targets) or a .toml file")
     s.add_argument("--out", required=True, help="bundle directory (written atomically)")
-    s.add_argument("--calib", metavar="DIR", help="real images: calibration, parity and golden samples")
+    s.add_argument("--calib", metavar="DIR|IMAGE|GLOB",
+                   help="real images (a folder, one image or a quoted glob): calibration, parity and golden samples")
     s.add_argument("--shape", action="append", metavar="NAME=1x3x320x320", help="fix a dynamic input")
     _normalisation_args(s)
     s.add_argument("--labels", metavar="FILE", help="class names, one per line")

@@ -91,3 +91,13 @@ def two_transpose_onnx() -> Path:
 @pytest.fixture(scope="session")
 def srcnn_onnx() -> Path:
     return models.srcnn_factor()
+
+
+@pytest.fixture(scope="session")
+def yolo_ultralytics_onnx() -> Path:
+    return models.yolo_ultralytics()
+
+
+@pytest.fixture(scope="session")
+def effnet_dynamic_onnx() -> Path:
+    return models.efficientnet_lite0_dynamic()

@@ -117,6 +117,8 @@ _FILES = {
     "sklearn_iris": "sklearn_iris.v1.onnx",
     "two_transpose": "two_transpose.v1.onnx",
     "srcnn_factor": "srcnn_factor.v1.onnx",
+    "yolo_ultralytics": "yolo_ultralytics.v1.onnx",
+    "efficientnet_lite0_dynamic": "efficientnet_lite0_dynamic.v1.onnx",
 }
 
 
@@ -250,6 +252,33 @@ def _build_efficientnet_lite0(out: Path) -> None:
         "edgesdk.postprocess": json.dumps({"kind": "topk", "k": 5}),
         "edgesdk.labels": json.dumps(imagenet_labels()),
     })
+    _save_onnx(model, out)
+
+
+def efficientnet_lite0_dynamic() -> Path:
+    """EfficientNet-Lite0 re-exported as most PyTorch exports come: images[batch, 3, 224, 224] with a
+    dynamic batch, and no metadata at all (its profile must say how to prepare the input)."""
+    return _cached(_FILES["efficientnet_lite0_dynamic"], _build_efficientnet_lite0_dynamic)
+
+
+def _build_efficientnet_lite0_dynamic(out: Path) -> None:
+    import numpy as np
+    import onnx
+    import onnxslim
+    import torch
+
+    net = efficientnet_lite0_torch()
+    x = np.concatenate([to_input(_source_image("skimage_coffee")), to_input(_source_image("skimage_chelsea"))])
+    buf = io.BytesIO()
+    _torch_export(net, (torch.from_numpy(x[:1]),), buf, opset_version=13, input_names=["images"],
+                  output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    model = onnxslim.slim(onnx.load_from_string(buf.getvalue()))
+    got = _ort_session(model).run(None, {"images": x})[0]  # a batch of 2 through the dynamic batch
+    diff = float(np.abs(got - expected).max())
+    if not diff < 1e-4:
+        raise ParityError(f"EfficientNet-Lite0 dynamic-batch export: onnxruntime vs torch max abs diff {diff:.3g}")
     _save_onnx(model, out)
 
 
@@ -717,6 +746,102 @@ def _build_srcnn_factor(out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# A detector exported the way Ultralytics exports one
+
+YOLO_NAMES = {0: "person", 1: "bicycle", 2: "car", 3: "cat", 4: "dog"}
+YOLO_IMGSZ = (320, 320)  # height, width, as Ultralytics writes imgsz
+
+
+def yolo_ultralytics() -> Path:
+    """A small YOLOv8-shaped detector (seeded weights: three strides, box distances and class
+    sigmoids decoded in the graph) exported as `model.export(format="onnx", dynamic=True, imgsz=320)`
+    writes it: images[batch, 3, height, width] -> output0[batch, 4 + 5, anchors], and Ultralytics'
+    metadata_props, each value str() of a Python object (names "{0: 'person', ...}", imgsz "[320, 320]")."""
+    return _cached(_FILES["yolo_ultralytics"], _build_yolo_ultralytics)
+
+
+def _yolo_module():
+    import torch
+    from torch import nn
+
+    class TinyYolo(nn.Module):
+        strides = (8, 16, 32)
+
+        def __init__(self, nc: int):
+            super().__init__()
+            act = nn.SiLU
+            self.p3 = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), act(), nn.Conv2d(16, 32, 3, 2, 1), act(),
+                                    nn.Conv2d(32, 32, 3, 2, 1), act())
+            self.p4 = nn.Sequential(nn.Conv2d(32, 64, 3, 2, 1), act())
+            self.p5 = nn.Sequential(nn.Conv2d(64, 64, 3, 2, 1), act())
+            self.box = nn.ModuleList(nn.Conv2d(c, 4, 1) for c in (32, 64, 64))
+            self.cls = nn.ModuleList(nn.Conv2d(c, nc, 1) for c in (32, 64, 64))
+            for m in self.modules():  # He init keeps activations alive through the untrained stack
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+
+        def forward(self, x):
+            p3 = self.p3(x)
+            p4 = self.p4(p3)
+            p5 = self.p5(p4)
+            outs = []
+            for feat, box, cls, stride in zip((p3, p4, p5), self.box, self.cls, self.strides):
+                h, w = feat.shape[2], feat.shape[3]
+                gy = (torch.arange(h, dtype=x.dtype) + 0.5).view(1, 1, h, 1) * stride
+                gx = (torch.arange(w, dtype=x.dtype) + 0.5).view(1, 1, 1, w) * stride
+                ltrb = nn.functional.softplus(box(feat)) * stride * 2
+                x1, y1 = gx - ltrb[:, 0:1], gy - ltrb[:, 1:2]
+                x2, y2 = gx + ltrb[:, 2:3], gy + ltrb[:, 3:4]
+                xywh = torch.cat([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1)
+                # untrained logits, made confident only near each level's strongest response, so a photo
+                # gets a handful of detections as from a trained head, not hundreds
+                z = cls(feat)
+                spread = z.std(dim=(1, 2, 3), keepdim=True) + 1e-6
+                z = 8.0 * (z - z.amax(dim=(1, 2, 3), keepdim=True)) / spread + 2.0
+                outs.append(torch.cat([xywh, torch.sigmoid(z)], 1).flatten(2))
+            return torch.cat(outs, 2)
+
+    torch.manual_seed(0)
+    return TinyYolo(len(YOLO_NAMES)).eval()
+
+
+def _build_yolo_ultralytics(out: Path) -> None:
+    import numpy as np
+    import onnx
+    import torch
+
+    net = _yolo_module()
+    h, w = YOLO_IMGSZ
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    buf = io.BytesIO()
+    _torch_export(net, (torch.from_numpy(x),), buf, opset_version=17, input_names=["images"],
+                  output_names=["output0"], dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
+                                                          "output0": {0: "batch", 2: "anchors"}})
+    model = onnx.load_from_string(buf.getvalue())
+    # an Ultralytics file declares output0 [batch, 4 + nc, anchors]; the tracer left the channels symbolic
+    channels = model.graph.output[0].type.tensor_type.shape.dim[1]
+    channels.Clear()
+    channels.dim_value = 4 + len(YOLO_NAMES)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    got = _ort_session(model).run(None, {"images": x})[0]
+    if got.shape != (1, 4 + len(YOLO_NAMES), 2100) or not np.abs(got - expected).max() < 1e-3:
+        raise ParityError(f"tiny YOLO export: shape {got.shape}, max abs diff {np.abs(got - expected).max():.3g}")
+    # ultralytics/engine/exporter.py: self.metadata, then `meta.key, meta.value = k, str(v)` for each
+    metadata = {"description": "Ultralytics YOLOv8n-shaped test model", "author": "Ultralytics",
+                "date": "2026-12-01T00:00:00", "version": "8.3.0", "license": "AGPL-3.0 License",
+                "docs": "https://docs.ultralytics.com", "stride": 32, "task": "detect", "batch": 1,
+                "imgsz": list(YOLO_IMGSZ), "names": dict(YOLO_NAMES),
+                "args": {"batch": 1, "half": False, "dynamic": True, "simplify": True, "opset": 17, "nms": False},
+                "channels": 3}
+    for k, v in metadata.items():
+        meta = model.metadata_props.add()
+        meta.key, meta.value = k, str(v)
+    _save_onnx(model, out)
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 
 ARTIFACTS = {
@@ -731,6 +856,8 @@ ARTIFACTS = {
     "sklearn_iris": sklearn_iris,
     "two_transpose": two_transpose,
     "srcnn_factor": srcnn_factor,
+    "yolo_ultralytics": yolo_ultralytics,
+    "efficientnet_lite0_dynamic": efficientnet_lite0_dynamic,
 }
 
 def main(argv=None) -> int:

@@ -78,10 +78,24 @@ class Progress:
             self.stream.flush()
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    d = Path(folder)
+def image_files(source: str | Path) -> list[Path]:
+    """The images `--calib` names: a folder (its images, sorted), a single image file, or a glob
+    pattern (`photos/*.jpg`, `shots/**/*.png`)."""
+    d = Path(source)
+    if d.is_file():
+        if d.suffix.lower() not in IMAGE_SUFFIXES:
+            raise EdgeSDKError(f"{d}: no such image folder, and not an image file ({', '.join(IMAGE_SUFFIXES)})")
+        return [d]
+    if not d.is_dir() and any(c in str(source) for c in "*?["):
+        import glob
+
+        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
+                       if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise EdgeSDKError(f"{source}: the pattern matches no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
     if not d.is_dir():
-        raise EdgeSDKError(f"{d}: no such image folder")
+        raise EdgeSDKError(f"{d}: no such image folder, image file or pattern")
     files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise EdgeSDKError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)})")

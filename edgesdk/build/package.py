@@ -21,7 +21,8 @@ from typing import Callable
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange, TensorInfo
 from edgesdk.errors import BackendUnavailable, EdgeSDKError, ParityError, UnsupportedOpError
-from edgesdk.build.calibration import image_files, image_layout, input_spec
+from edgesdk.build.calibration import image_files
+from edgesdk.build.exporters import settle_inputs
 from edgesdk.build.parity import PARITY_FILE, REFERENCE_FILE, locate_divergence, make_feeds
 from edgesdk.build.report import host_benchmark, report_md
 from edgesdk.device.compare import ParityReport, Tolerance, check_parity, tolerance_for
@@ -170,7 +171,6 @@ def stderr_progress(msg: str) -> None:
 # ---------------------------------------------------------------------------- package: convert + bundle
 
 GOLDEN_SAMPLES = 3
-META_PREPROCESS, META_POSTPROCESS, META_LABELS = "edgesdk.preprocess", "edgesdk.postprocess", "edgesdk.labels"
 
 
 @dataclass
@@ -186,18 +186,6 @@ class PackageResult:
                 "benchmark": m["benchmark"], "files": m["files"]}
 
 
-def model_metadata(proto) -> dict:
-    """Pre/post-processing and labels a model carries in its metadata_props (JSON values)."""
-    meta = {}
-    for p in proto.metadata_props:
-        if p.key in (META_PREPROCESS, META_POSTPROCESS, META_LABELS):
-            try:
-                meta[p.key] = json.loads(p.value)
-            except ValueError:
-                raise EdgeSDKError(f"model metadata {p.key!r} is not valid JSON") from None
-    return meta
-
-
 def package(model: str | Path, target: str | Path, out: str | Path, calib: str | Path | list | None = None,
             shapes: dict[str, tuple[int, ...]] | None = None, spec: PreprocessSpec | None = None,
             labels: list[str] | None = None, tar: bool = False, threads: int | None = None,
@@ -208,7 +196,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     from edgesdk._version import __version__
     from edgesdk.device.bundle import MODEL_DIR, add_golden, save_golden, sha256_file, write_manifest
     from edgesdk.atomic import staged_dir
-    from edgesdk.build.model import check_input_sizes, load_model
+    from edgesdk.build.model import load_model
     from edgesdk.device.runtime import Model, engine_version
     from edgesdk.build.targets import TargetProfile, load_target
     from edgesdk.backends.triton.python_repo import serves_bundle
@@ -225,30 +213,11 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
         sign_key = load_private_key(sign)  # a wrong key path fails now, not after the build
     _say(progress, f"target    {profile.name}: {profile.engine} {profile.precision} {profile.arch}")
     proto = load_model(model)
-    meta = model_metadata(proto)
-    shapes = {**profile.shapes, **(shapes or {})}
-    check_input_sizes(proto, shapes, profile.ranges, source=model)  # before the spec is sized from the inputs
+    settled = settle_inputs(proto, profile, {**profile.shapes, **(shapes or {})}, spec, labels, source=model)
+    for line in settled.lines:
+        _say(progress, f"settings  {line}")
+    shapes, spec, post, labels = settled.shapes, settled.spec, settled.postprocess, settled.labels
     image_list = image_files(calib) if isinstance(calib, (str, Path)) else calib
-
-    # preprocessing: explicit argument > profile > the model's own metadata > ImageNet default
-    from edgesdk.build.model import graph_inputs, io_dicts
-
-    first = TensorInfo.from_dict(io_dicts(graph_inputs(proto))[0])
-    first_shape = shapes.get(first.name) or (profile.ranges[first.name].opt if first.name in profile.ranges
-                                             else first.shape)
-    image_model = image_layout(first) is not None and all(isinstance(d, int) for d in first_shape)
-    if spec is None:
-        spec = profile.preprocess or (PreprocessSpec.from_dict(meta[META_PREPROCESS]) if META_PREPROCESS in meta
-                                      else None)
-    # the profile's normalisation and resize; size, layout and dtype follow the input
-    spec = input_spec(first, tuple(first_shape), spec) if image_model else None
-    post = dict(profile.postprocess)
-    if post.get("kind", "none") == "none" and META_POSTPROCESS in meta:
-        post = dict(meta[META_POSTPROCESS])
-    labels = labels if labels is not None else meta.get(META_LABELS)
-    from edgesdk.device.postprocess import get as get_post
-
-    get_post(post.get("kind", "none"), {k: v for k, v in post.items() if k != "kind"}, labels=labels)  # fail early
 
     tol = tolerance_for(profile.precision, profile.validate.get("min_cosine"), profile.validate.get("min_top1"))
     with staged_dir(out) as stage:
@@ -293,6 +262,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
                        "nodes_optimized": result.nodes_after},
             "build_seconds": {k: round(v, 3) for k, v in result.seconds.items()},
             "quantization": result.quantization,
+            "settings_from": settled.lines,  # where shapes, pre/postprocessing and labels came from
         }
         write_manifest(stage, manifest)
         latencies = None

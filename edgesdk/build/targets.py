@@ -48,6 +48,7 @@ class TargetProfile:
     quantize: dict[str, Any] = field(default_factory=dict)
     engine_options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    postprocess_given: bool = False  # a [postprocess] table was written (else the model's metadata may name one)
 
     def to_dict(self) -> dict:
         return {
@@ -167,7 +168,7 @@ def parse_profile(data: dict, src: str) -> TargetProfile:
         arch=_choice(src, "arch", data["arch"], ARCHES),
         threads=threads, streams=streams, description=str(data.get("description", "")),
         shapes=shapes, ranges=ranges, preprocess=pre, postprocess=post, validate=validate,
-        quantize=quantize, engine_options=engine_options, source=src,
+        quantize=quantize, engine_options=engine_options, source=src, postprocess_given="postprocess" in data,
     )
 
 
