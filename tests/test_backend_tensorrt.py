@@ -18,11 +18,15 @@ from onnxruntime.quantization import QuantType
 from edgesdk.backends import registry
 from edgesdk.backends.base import Artifact, ConvertOptions, ShapeRange, TensorInfo
 from edgesdk.backends.tensorrt.config import BUILD_FILE, BuildConfig, resolve_profiles, shapes_spec, trtexec_command
-from edgesdk.backends.tensorrt.cuda import NOT_INSTALLED, compute_capability, jetson_compute_capability
+from edgesdk.backends.tensorrt.cuda import (NOT_INSTALLED, binding_mismatch, compute_capability,
+                                            jetson_compute_capability, read_model_file)
+from edgesdk.backends.tensorrt.session import contexts_for
 from edgesdk.backends.tensorrt import TensorRTBackend
 from edgesdk.backends.tensorrt.convert import has_qdq, qdq_problems
-from edgesdk.backends.tensorrt.plan_cache import cached_plan, plan_key, plan_mismatch, store_plan
-from edgesdk.errors import BackendUnavailable, BundleError, ConversionError, ModelError, UnsupportedOpError
+from edgesdk.backends.tensorrt.plan_cache import (CACHE_ENV, cached_plan, default_cache_dir, ensure_plan, plan_key,
+                                                  plan_mismatch, store_plan)
+from edgesdk.errors import (BackendUnavailable, BundleError, ConversionError, EdgeSDKError, ModelError,
+                            UnsupportedOpError)
 
 NO_TRT = "TensorRT is not installed on this machine (it ships with JetPack on Jetson)"
 DET_RANGE = ShapeRange((1, 3, 32, 32), (1, 3, 640, 640), (4, 3, 1280, 1280))
@@ -96,7 +100,7 @@ def test_fixed_shape_becomes_min_opt_max(ppocr_det_onnx):
     config = TensorRTBackend().build_config(ppocr_det_onnx, ConvertOptions(shapes={"x": (1, 3, 640, 480)}))
     assert config.profiles == {"x": ShapeRange((1, 3, 640, 480), (1, 3, 640, 480), (1, 3, 640, 480))}
     assert trtexec_command(config) == (
-        "trtexec --onnx=model.onnx --saveEngine=model.plan --skipInference "
+        "trtexec --onnx=model.onnx --saveEngine=model.plan --skipInference --noTF32 "
         "--memPoolSize=workspace:1024 --builderOptimizationLevel=3 "
         "--minShapes=x:1x3x640x480 --optShapes=x:1x3x640x480 --maxShapes=x:1x3x640x480 "
         "--timingCacheFile=timing.cache")
@@ -293,46 +297,74 @@ def test_out_dir_that_is_not_an_artifact_is_kept(effnet_onnx, tmp_path):
 
 # ---------------------------------------------------------------------------- plan cache key and decision
 
+ORIN_NANO = "Orin"  # what cuDeviceGetName answers on a Jetson Orin; the device tree tells the boards apart
+ORIN_NANO_DT = "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
+
+
 def test_plan_key_changes_with_device_and_config(det_trt):
     config = BuildConfig.load(det_trt.path(BUILD_FILE))
-    key = plan_key(config, "10.3.0", (8, 7))
-    assert key == plan_key(BuildConfig.from_dict(config.to_dict()), "10.3.0", (8, 7))  # deterministic
-    assert key.filename.startswith("trt-10.3.0-sm87-") and key.filename.endswith(".plan")
+    key = plan_key(config, "10.3.0", (8, 7), ORIN_NANO_DT)
+    assert key == plan_key(BuildConfig.from_dict(config.to_dict()), "10.3.0", (8, 7), ORIN_NANO_DT)  # deterministic
+    assert key.filename.startswith("trt-10.3.0-sm87-nvidia-jetson-orin-nano-")
+    assert key.filename.endswith(config.digest()[:16] + ".plan")
     others = [
-        plan_key(config, "10.3.1", (8, 7)),  # another TensorRT
-        plan_key(config, "10.3.0", (7, 2)),  # another GPU (Xavier)
-        plan_key(BuildConfig.from_dict(dict(config.to_dict(), precision="fp32", dla_core=None)), "10.3.0", (8, 7)),
+        plan_key(config, "10.3.1", (8, 7), ORIN_NANO_DT),  # another TensorRT
+        plan_key(config, "10.3.0", (7, 2), ORIN_NANO_DT),  # another GPU architecture (Xavier)
+        plan_key(config, "10.3.0", (8, 7), "NVIDIA Jetson AGX Orin Developer Kit"),  # same sm_87, other board
+        plan_key(config, "10.3.0", (8, 7), ORIN_NANO_DT[:-6]),  # a name that shares a long prefix
+        plan_key(BuildConfig.from_dict(dict(config.to_dict(), precision="fp32", dla_core=None)), "10.3.0", (8, 7),
+                 ORIN_NANO_DT),
         plan_key(BuildConfig.from_dict(dict(config.to_dict(), profiles={
-            "x": {"min": [1, 3, 32, 32], "opt": [1, 3, 640, 640], "max": [1, 3, 1280, 1280]}})), "10.3.0", (8, 7)),
-        plan_key(BuildConfig.from_dict(dict(config.to_dict(), onnx_sha256="1" * 64)), "10.3.0", (8, 7)),
+            "x": {"min": [1, 3, 32, 32], "opt": [1, 3, 640, 640], "max": [1, 3, 1280, 1280]}})), "10.3.0", (8, 7),
+            ORIN_NANO_DT),
+        plan_key(BuildConfig.from_dict(dict(config.to_dict(), onnx_sha256="1" * 64)), "10.3.0", (8, 7), ORIN_NANO_DT),
     ]
-    assert len({k.filename for k in [key] + others}) == 6
+    assert len({k.filename for k in [key] + others}) == 8
 
 
-def test_cached_plan_decision(det_trt, tmp_path):
-    config = BuildConfig.load(det_trt.path(BUILD_FILE))
-    orin = plan_key(config, "10.3.0", (8, 7))
-    engines = tmp_path / "engines"
-    path, reason = cached_plan(engines, orin)
-    assert reason == "not built yet" and path == engines / orin.filename
+def test_plan_key_ignores_where_the_bundle_lies(det_trt, tmp_path):
+    """A .tar.gz bundle unpacks to a new temporary directory on every load: the key is the content's."""
+    import shutil
 
-    store_plan(path, b"serialized plan bytes", orin, config)  # the cache treats the plan as opaque bytes
-    assert cached_plan(engines, orin) == (path, None)
-    assert sorted(p.name for p in engines.iterdir()) == sorted([orin.filename, path.with_suffix(".json").name])
+    keys = []
+    for where in ("unpacked-1", "unpacked-2"):
+        shutil.copytree(det_trt.root, tmp_path / where)
+        keys.append(plan_key(BuildConfig.load(tmp_path / where / BUILD_FILE), "10.3.0", (8, 7), ORIN_NANO_DT))
+    assert keys[0] == keys[1]
 
-    # Built on a Xavier: a different file, so the Orin has to build its own.
-    xavier = plan_key(config, "10.3.0", (7, 2))
-    assert cached_plan(engines, xavier)[1] == "not built yet"
 
-    # A plan whose sidecar says another device (copied or renamed by hand) is rebuilt, not loaded.
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    path.with_suffix(".json").write_text(json.dumps(dict(sidecar, compute_capability=[7, 2])))
-    reason = cached_plan(engines, orin)[1]
-    assert reason == "compute_capability is [7, 2], this device needs [8, 7]"
-    path.with_suffix(".json").write_text(json.dumps(dict(sidecar, trt_version="8.6.2")))
-    assert "trt_version is '8.6.2'" in cached_plan(engines, orin)[1]
-    path.with_suffix(".json").unlink()
-    assert cached_plan(engines, orin)[1] == "no sidecar"
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "edgesdk" / "engines"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+
+
+def test_cached_plan_for_a_read_only_bundle(det_trt, tmp_path, monkeypatch):
+    """The plan is looked up in the cache, not in the bundle: a read-only bundle with a plan cached for
+    this device loads it without writing anything or rebuilding."""
+    import shutil
+    import stat
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(det_trt.root, bundle)
+    config = BuildConfig.load(bundle / BUILD_FILE)
+    key = plan_key(config, "10.3.0", (8, 7), ORIN_NANO_DT)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    store_plan(default_cache_dir() / key.filename, b"plan bytes", key, config)
+    for p in [bundle, *bundle.iterdir()]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        art = Artifact.load(bundle)
+        assert ensure_plan(art, config, key) == tmp_path / "cache" / key.filename  # $EDGESDK_ENGINE_CACHE
+        assert ensure_plan(art, config, key, tmp_path / "cache") == tmp_path / "cache" / key.filename  # cache_dir
+    finally:
+        for p in [bundle, *bundle.iterdir()]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    # A plan that does not hash to its sidecar's sha256 is not loaded: ensure_plan would rebuild it.
+    (tmp_path / "cache" / key.filename).write_bytes(b"plan bytes, modified")
+    assert "does not match the sha256 in its sidecar" in cached_plan(tmp_path / "cache", key)[1]
 
 
 def test_plan_mismatch_on_config_change(det_trt):
@@ -357,6 +389,68 @@ def test_jetson_compute_capability():
 def test_compute_capability_without_gpu():
     with pytest.raises(BackendUnavailable, match="cannot find the GPU's compute capability"):
         compute_capability()
+
+
+def test_fp32_clears_tf32(effnet_onnx):
+    """TensorRT enables TF32 by default (fp32 convolutions with a 10-bit mantissa on Orin): fp32 clears it."""
+    b = TensorRTBackend()
+    fp32, fp16 = (b.build_config(effnet_onnx, ConvertOptions(precision=p)) for p in ("fp32", "fp16"))
+    assert fp32.cleared_flags == ("tf32",) and "--noTF32" in trtexec_command(fp32)
+    assert fp16.cleared_flags == () and "--noTF32" not in trtexec_command(fp16)
+    assert fp32.to_dict()["cleared_flags"] == ["tf32"]
+
+
+@pytest.mark.parametrize("binding, version, cuda, fix", [
+    ("cuda-python", "13.0.1", (12, 6), "pip install 'cuda-python>=12,<13'"),  # JetPack 6 with the newest wheel
+    ("cuda-bindings", "12.9.0", (13, 0), "pip install 'cuda-bindings>=13,<14'"),
+    ("cuda-python", "12.6.2", (12, 2), None),  # same major: the runtime API is compatible
+    ("cuda-python", None, (12, 6), None),  # not installed: nothing to say here
+    ("cuda-python", "13.0.0", None, None),  # no driver answers: TensorRT reports that itself
+])
+def test_cuda_binding_must_match_the_cuda_major(binding, version, cuda, fix):
+    reason = binding_mismatch(binding, version, cuda)
+    if fix is None:
+        assert reason is None
+    else:
+        assert fix in reason and f"built for CUDA {version.split('.')[0]}" in reason
+
+
+def test_threads_are_execution_contexts(effnet_trt, det_trt):
+    static = BuildConfig.load(effnet_trt.path(BUILD_FILE))
+    assert (contexts_for(None, static, "x"), contexts_for(4, static, "x")) == (1, 4)
+    dynamic = BuildConfig.load(det_trt.path(BUILD_FILE))
+    assert contexts_for(1, dynamic, "det") == 1
+    with pytest.raises(EdgeSDKError, match=r"det: threads = 6 asks for 6 TensorRT execution contexts, but inputs "
+                                           r"\['x'\] are dynamic .*load with threads=1"):
+        contexts_for(6, dynamic, "det")
+    with pytest.raises(EdgeSDKError, match="threads must be a positive integer"):
+        contexts_for(0, static, "x")
+
+
+def test_jetson_profiles_load_with_their_threads(effnet_onnx, ppocr_det_onnx):
+    from edgesdk.build.targets import load_target
+
+    for name in ("jetson-orin-nano", "jetson-orin-nano-int8"):
+        target = load_target(name)
+        config = TensorRTBackend().build_config(ppocr_det_onnx, ConvertOptions(ranges={"x": DET_RANGE}))
+        assert contexts_for(target.threads or None, config, name) == 1  # a dynamic model loads too
+
+
+def test_device_name_from_the_device_tree(tmp_path):
+    model = tmp_path / "model"
+    model.write_bytes(b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\0")
+    assert read_model_file(str(model)) == ORIN_NANO_DT
+    assert read_model_file(str(tmp_path / "missing")) is None
+
+
+def test_no_jetpack5_profile():
+    """JetPack 5 (Xavier NX's last) ships TensorRT 8.5 and Python 3.8: edgesdk needs Python >= 3.10 and
+    TensorRT 10's API and trtexec flags, so no built-in profile promises it."""
+    from edgesdk.build.targets import list_targets, load_target
+
+    tensorrt = [load_target(n) for n in list_targets() if load_target(n).engine == "tensorrt"]
+    assert tensorrt and "jetson-xavier-nx" not in list_targets()
+    assert all("JetPack 6" in t.description for t in tensorrt)
 
 
 # ---------------------------------------------------------------------------- availability
@@ -387,12 +481,14 @@ def test_build_plan_deserializes(trt, effnet_trt, tmp_path):
     assert sorted(names) == ["images", "logits"]
 
 
-def test_session_matches_onnxruntime_and_caches_plan(trt, effnet_onnx, effnet_trt, eval_images, effnet_preprocess):
+def test_session_matches_onnxruntime_and_caches_plan(trt, effnet_onnx, effnet_trt, eval_images, effnet_preprocess,
+                                                     tmp_path):
     from edgesdk.backends.onnxruntime.session import reference_session
     from tools.models import to_input
 
     ref = reference_session(effnet_onnx)
-    with TensorRTBackend().open(effnet_trt) as sess:
+    cache = tmp_path / "engines"
+    with TensorRTBackend().open(effnet_trt, cache_dir=cache) as sess:
         plan = sess.plan_path
         for path in eval_images[:4]:
             feeds = {"images": to_input(path, effnet_preprocess)}
@@ -400,10 +496,17 @@ def test_session_matches_onnxruntime_and_caches_plan(trt, effnet_onnx, effnet_tr
             assert got.shape == want.shape and got.dtype == np.float32
             np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())  # fp16 engine
             assert got.argmax() == want.argmax()
-    assert plan.parent == effnet_trt.path("engines") and plan.with_suffix(".json").is_file()
+    assert plan.parent == cache and plan.with_suffix(".json").is_file()
+    assert not effnet_trt.path("engines").exists()  # nothing written into the bundle
     built = plan.stat().st_mtime_ns
-    with TensorRTBackend().open(effnet_trt) as again:  # second load: the cached plan, no rebuild
-        assert again.plan_path == plan
+    with TensorRTBackend().open(effnet_trt, threads=2, cache_dir=cache) as again:  # cached plan, two contexts
+        assert again.plan_path == plan and again.threads == 2
+        feeds = {"images": to_input(eval_images[0], effnet_preprocess)}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda _: again.run(feeds)["logits"], range(8)))
+        assert all(np.array_equal(o, outs[0]) for o in outs)
     assert plan.stat().st_mtime_ns == built
 
 
@@ -415,13 +518,13 @@ def test_session_dynamic_shapes(trt, ppocr_det_onnx, text_image, tmp_path):
     det = TensorRTBackend().convert(ppocr_det_onnx, tmp_path / "det", ConvertOptions(ranges={"x": DET_RANGE}))
     page = cv2.imread(str(text_image))
     ref = reference_session(ppocr_det_onnx)
-    with TensorRTBackend().open(det) as sess:
+    with TensorRTBackend().open(det, cache_dir=tmp_path / "engines") as sess:
         for h, w in ((192, 384), (640, 640)):
             x = cv2.resize(page, (w, h)).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
             x = np.ascontiguousarray(x)
             want, got = ref.run({"x": x}), sess.run({"x": x})
             (name,) = want
             assert got[name].shape == (1, 1, h, w)
-            np.testing.assert_allclose(got[name], want[name], atol=1e-3)  # fp32 engine (TF32 convs)
+            np.testing.assert_allclose(got[name], want[name], atol=1e-4)  # fp32 engine, TF32 cleared
         with pytest.raises(ModelError, match=r"outside the engine's range"):
             sess.run({"x": np.zeros((1, 3, 16, 16), np.float32)})

@@ -275,6 +275,26 @@ def test_tensorrt_repository(ppocr_rec_onnx, tmp_path):
     assert "sh rec/1/trtexec.sh" in readme and "NOT included" in readme
 
 
+def test_tensorrt_repository_int8_keeps_the_calibration(effnet_onnx, calib_images, effnet_preprocess, tmp_path):
+    """int8 for Triton's TensorRT backend: the calibration feeds reach the TensorRT converter, whose Q/DQ
+    model (the graph TensorRT's explicit quantization takes) is what trtexec builds in the repository."""
+    import onnx
+
+    from edgesdk.backends.tensorrt.convert import has_qdq, qdq_problems
+    from edgesdk.build.calibration import calibration_feeds
+    from edgesdk.device.preprocess import PreprocessSpec
+
+    feeds = calibration_feeds(calib_images[:8], [TensorInfo("images", (1, 3, 224, 224), "float32")],
+                              PreprocessSpec(**effnet_preprocess))
+    a = TritonBackend().convert(effnet_onnx, tmp_path / "repo", ConvertOptions(
+        precision="int8", calibration=feeds, calib_method="minmax",
+        engine={"model_name": "effnet", "triton_backend": "tensorrt", "max_batch_size": 0}))
+    m = onnx.load(str(a.path("effnet/1/model.onnx")))
+    assert has_qdq(m) and qdq_problems(m) == []
+    assert a.meta["engine_meta"]["calib_method"] == "minmax"
+    assert "--int8" in a.path("effnet/1/trtexec.sh").read_text()
+
+
 def test_tensorrt_batch_profile_filled_and_checked(linear_relu_onnx, ppocr_rec_onnx, tmp_path):
     import onnx
 

@@ -3,6 +3,7 @@ arguments: each gives an edgesdk error of the right type whose message names the
 or tensor, expected vs got), or works and gives the same answer as clean input. Never another
 exception, a crash or a wrong answer. One table per input kind; real models, bundles and engines."""
 import importlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -346,6 +347,8 @@ BUNDLES = {  # name -> (break a copy of a good bundle, error type, words, load's
 @pytest.mark.parametrize("case", BUNDLES)
 def test_bad_bundles(bundles, tmp_path, case):
     brk, kind, words, verify = BUNDLES[case]
+    if case == "TensorRT engine not here" and importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: the bundle's engine is present")
     b = tmp_path / "bundle"
     shutil.copytree(bundles["x86-onnxruntime"], b)
     brk(b)

@@ -50,9 +50,17 @@ def test_jetson_bundle_complete_up_to_the_engine(bundles):
     m = read_manifest(bundles["jetson-orin-nano"])
     files = set(m["files"])
     assert {"model/model.onnx", "model/build.json", "manifest.json"} - {"manifest.json"} <= files
-    assert any(f.startswith("golden/") for f in files) and m["validation"]["passed"] is None
-    with pytest.raises(BackendUnavailable, match="[Tt]ensorRT"):
-        edgesdk.load(bundles["jetson-orin-nano"])
+    from edgesdk.backends import registry
+
+    assert any(f.startswith("golden/") for f in files)
+    if registry.get("tensorrt").available():  # a build machine: not validated here, refused naming TensorRT
+        assert m["validation"]["passed"] is None
+        with pytest.raises(BackendUnavailable, match="[Tt]ensorRT"):
+            edgesdk.load(bundles["jetson-orin-nano"])
+    else:  # a Jetson: the engine is built, and the golden samples hold on it
+        with edgesdk.load(bundles["jetson-orin-nano"]) as model:
+            report = model.check()
+            assert report.passed, report.summary()
 
 
 def test_tar(bundles):

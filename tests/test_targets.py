@@ -8,7 +8,7 @@ import pytest
 from edgesdk.errors import TargetError
 from edgesdk.build.targets import list_targets, load_target
 
-REQUIRED = {"jetson-orin-nano", "jetson-orin-nano-int8", "jetson-xavier-nx", "rpi4", "rpi5", "rk3588-cpu",
+REQUIRED = {"jetson-orin-nano", "jetson-orin-nano-int8", "rpi4", "rpi5", "rk3588-cpu",
             "x86-openvino", "x86-openvino-int8", "intel-igpu", "x86-onnxruntime", "host", "triton-server"}
 
 

@@ -66,10 +66,11 @@ def check_engine(manifest: Manifest, native: bool = False) -> None:
 
 
 def open_session(artifact: Artifact, threads: int | None = None, native: bool | None = None,
-                 manifest: Manifest | None = None):
+                 manifest: Manifest | None = None, cache_dir: str | Path | None = None):
     """(session, is_native): the native engine when it can run the artifact (native=None), required
     (True) or never (False); otherwise the backend's Python session. With a manifest, the engine that
-    will run is first checked against the versions the bundle was built with."""
+    will run is first checked against the versions the bundle was built with. `cache_dir` goes to
+    engines that build on the device and cache what they build (TensorRT's plans)."""
     if native is not False:
         reason = NativeSession.unavailable(artifact)
         if reason is None:
@@ -80,7 +81,8 @@ def open_session(artifact: Artifact, threads: int | None = None, native: bool | 
             raise BackendUnavailable(f"{artifact.root}: no native engine for this bundle: {reason}")
     if manifest is not None:
         check_engine(manifest)
-    return registry.get(artifact.backend).open(artifact, threads=threads), False
+    extra = {"cache_dir": Path(cache_dir)} if cache_dir is not None and artifact.backend == "tensorrt" else {}
+    return registry.get(artifact.backend).open(artifact, threads=threads, **extra), False
 
 
 class Model(Closable):
@@ -88,17 +90,18 @@ class Model(Closable):
     outputs plus the post-processing results; infer(feeds) runs tensors as they are."""
 
     def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True,
-                 trusted_keys=None, native: bool | None = None):
+                 trusted_keys=None, native: bool | None = None, cache_dir: str | Path | None = None):
         self._unpacked = self._session = None
         self._pools: dict[int, ThreadPoolExecutor] = {}  # stream workers by width, kept until close()
         self._pools_lock = threading.Lock()
         try:
-            self._open(Path(path), threads, verify, trusted_keys, native)
+            self._open(Path(path), threads, verify, trusted_keys, native, cache_dir)
         except BaseException:
             self.close()  # nothing half-open: the engine session and any unpacked copy go
             raise
 
-    def _open(self, path: Path, threads: int | None, verify: bool, trusted_keys, native: bool | None) -> None:
+    def _open(self, path: Path, threads: int | None, verify: bool, trusted_keys, native: bool | None,
+              cache_dir: str | Path | None = None) -> None:
         if is_archive(path):
             import tempfile
 
@@ -123,7 +126,7 @@ class Model(Closable):
             raise BundleError(f"{self.root}: {e}") from None
         # native: True when the engine built into edgesdk._native runs this bundle
         self._session, self.native = open_session(artifact, threads=self.threads, native=native,
-                                                  manifest=m)
+                                                  manifest=m, cache_dir=cache_dir)
         self.inputs = list(artifact.inputs)
         self.outputs = list(artifact.outputs)
         self._frame_spec = self._native_spec() if self.native else None
@@ -279,11 +282,14 @@ class Model(Closable):
 
 
 def load(path: str | Path, threads: int | None = None, verify: bool = True, trusted_keys=None,
-         native: bool | None = None) -> Model:
+         native: bool | None = None, cache_dir: str | Path | None = None) -> Model:
     """Load a bundle directory (or its .tar.gz, unpacked safely into a temporary directory): manifest
     checked (schema, sha256 of every file, engine present and recent enough), session opened,
     pre/post-processing from the manifest. With `trusted_keys` (ed25519 public keys: PEM paths, bytes
     or key objects) an unsigned or wrongly signed bundle is refused. ncnn and OpenVINO bundles run on
     the engines built into edgesdk._native when it has them (`native=None`); `native=True` requires
-    them, `native=False` uses the engines' Python packages (Model.native says which runs)."""
-    return Model(path, threads=threads, verify=verify, trusted_keys=trusted_keys, native=native)
+    them, `native=False` uses the engines' Python packages (Model.native says which runs). `cache_dir`:
+    where TensorRT caches the plans it builds on first load (default ~/.cache/edgesdk/engines or
+    $EDGESDK_ENGINE_CACHE), so a packed or read-only bundle is built once per device."""
+    return Model(path, threads=threads, verify=verify, trusted_keys=trusted_keys, native=native,
+                 cache_dir=cache_dir)

@@ -33,10 +33,12 @@ class TensorRTBackend:
 
         return convert(model, out_dir, options)
 
-    def open(self, artifact: Artifact, threads: int | None = None):
+    def open(self, artifact: Artifact, threads: int | None = None, cache_dir: Path | None = None):
+        """`threads`: execution contexts; `cache_dir`: where built plans are cached (default
+        ~/.cache/edgesdk/engines or $EDGESDK_ENGINE_CACHE)."""
         reason = self.available()
         if reason:
             raise BackendUnavailable(reason)
         from edgesdk.backends.tensorrt.session import TensorRTSession
 
-        return TensorRTSession(artifact, threads=threads)
+        return TensorRTSession(artifact, threads=threads, cache_dir=cache_dir)

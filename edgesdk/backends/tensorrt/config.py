@@ -16,7 +16,6 @@ BUILD_FILE = "build.json"
 TRTEXEC_FILE = "trtexec.sh"
 PLAN_FILE = "model.plan"  # what the trtexec line saves (also Triton's default name for a plan)
 TIMING_CACHE_FILE = "timing.cache"
-ENGINES_DIR = "engines"
 BUILD_SCHEMA = 1
 
 DEFAULT_WORKSPACE_MB = 1024
@@ -26,6 +25,10 @@ ENGINE_KEYS = ("workspace_mb", "dla_core", "gpu_fallback", "builder_optimization
 # Builder precision flags per edgesdk precision. int8 also enables fp16 so the layers the Q/DQ nodes
 # leave in float run in half precision, as `trtexec --int8 --fp16` does.
 PRECISION_FLAGS = {"fp32": (), "fp16": ("fp16",), "int8": ("int8", "fp16")}
+# Builder flags cleared per precision: TensorRT enables TF32 by default, which on Ampere (Orin) runs
+# fp32 convolutions and matrix products with a 10-bit mantissa; fp32 asks for fp32.
+CLEARED_FLAGS = {"fp32": ("tf32",), "fp16": (), "int8": ()}
+TRTEXEC_CLEAR = {"tf32": "--noTF32"}
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -46,6 +49,10 @@ class BuildConfig:
     def flags(self) -> tuple[str, ...]:
         return PRECISION_FLAGS[self.precision]
 
+    @property
+    def cleared_flags(self) -> tuple[str, ...]:
+        return CLEARED_FLAGS[self.precision]
+
     def to_dict(self) -> dict:
         """JSON form; includes the derived flags and trtexec line for readers, which from_dict ignores."""
         return {
@@ -54,6 +61,7 @@ class BuildConfig:
             "onnx_sha256": self.onnx_sha256,
             "precision": self.precision,
             "flags": list(self.flags),
+            "cleared_flags": list(self.cleared_flags),
             "profiles": {n: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)}
                          for n, r in self.profiles.items()},
             "workspace_mb": self.workspace_mb,
@@ -209,6 +217,7 @@ def trtexec_command(config: BuildConfig) -> str:
     """The `trtexec` line that builds the same plan as the session's builder, shell-quoted."""
     args = ["trtexec", f"--onnx={config.onnx}", f"--saveEngine={config.plan}", "--skipInference"]
     args += [f"--{flag}" for flag in config.flags]
+    args += [TRTEXEC_CLEAR[flag] for flag in config.cleared_flags]
     args.append(f"--memPoolSize=workspace:{config.workspace_mb}")  # MiB, the unit of every trtexec since 8.4
     args.append(f"--builderOptimizationLevel={config.builder_optimization_level}")
     if config.profiles:
@@ -226,7 +235,7 @@ def trtexec_script(config: BuildConfig) -> str:
     return (
         "#!/bin/sh\n"
         "# Builds this model's TensorRT plan with trtexec, exactly as edgesdk's TensorRT session does on first\n"
-        "# load (edgesdk caches its own plans under engines/; run this to build or debug outside edgesdk).\n"
+        "# load (edgesdk caches its own plans in ~/.cache/edgesdk/engines; run this to build or debug outside it).\n"
         "# JetPack installs trtexec in /usr/src/tensorrt/bin, which is not on PATH. The flags are TensorRT 10's\n"
         "# (JetPack 6); TensorRT 8.5 (JetPack 5) has neither --skipInference nor --builderOptimizationLevel.\n"
         "set -e\n"

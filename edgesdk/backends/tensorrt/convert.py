@@ -3,17 +3,17 @@
 A TensorRT plan only runs on the TensorRT version and GPU architecture that built it, so convert()
 does not build one: it writes the ONNX (`model.onnx`), the build config (`build.json`) and the
 equivalent `trtexec` line (`trtexec.sh`). On the device the session builds the plan once with
-TensorRT's Python API and caches it in the artifact's `engines/` directory as
-`trt-<version>-sm<major><minor>-<hash>.plan` plus a JSON sidecar; a cached plan whose key (TensorRT
-version, compute capability, build config) does not match the device is rebuilt, never loaded.
+TensorRT's Python API and caches it outside the bundle (plan_cache.py: ~/.cache/edgesdk/engines) as
+`trt-<version>-sm<major><minor>-<device>-<hash>.plan` plus a JSON sidecar; a cached plan whose key
+(TensorRT version, compute capability, device name, build config) does not match is rebuilt, never loaded.
 
 The GPU's compute capability comes from the CUDA driver API (libcuda.so.1 through ctypes: it is
 present wherever the GPU driver is, JetPack included, with a stable C ABI), else from Jetson's
 /proc/device-tree; TensorRT's Python API does not expose it. Device buffers come from cuda-python
-(`cuda.bindings.runtime`, formerly `cuda.cudart`) or else pycuda.
+(`cuda.bindings.runtime`, formerly `cuda.cudart`, when built for the installed CUDA major) or else pycuda.
 
-Thread-safety: a TensorRTSession has one execution context; run() holds a lock, so calls from
-several threads are serialised. The module imports numpy only; tensorrt, CUDA bindings and (for
+Thread-safety: a TensorRTSession has `threads` execution contexts (1 by default), each with its own
+stream and buffers; run() takes a free one, so that many calls from several threads overlap. The module imports numpy only; tensorrt, CUDA bindings and (for
 convert) onnx are imported inside functions.
 """
 from __future__ import annotations

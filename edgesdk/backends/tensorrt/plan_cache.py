@@ -1,10 +1,17 @@
 """The TensorRT plan cache: a plan runs only on the TensorRT version and GPU that built it, so each is
-cached under engines/ keyed by (TensorRT version, compute capability, build config) with a JSON
-sidecar, and built on the device with TensorRT's builder when missing or stale."""
+cached keyed by (TensorRT version, compute capability, device name, build config) with a JSON sidecar,
+and built on the device with TensorRT's builder when missing or stale.
+
+The cache lives outside the bundle (default ~/.cache/edgesdk/engines, $EDGESDK_ENGINE_CACHE, or the
+cache_dir given to load()/open()): a .tar.gz bundle unpacks to a new temporary directory on every
+load and a bundle may be read-only, and neither may cost a rebuild (minutes on an Orin Nano). The
+build config's digest covers the ONNX's sha256, so it is the bundle's key."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,29 +19,47 @@ from edgesdk.atomic import write_bytes
 from edgesdk.device.bundle import sha256_file
 from edgesdk.errors import BundleError, ConversionError
 from edgesdk.backends.base import Artifact
-from edgesdk.backends.tensorrt.config import BUILD_FILE, ENGINES_DIR, BuildConfig
+from edgesdk.backends.tensorrt.config import BUILD_FILE, BuildConfig
 from edgesdk.backends.tensorrt.cuda import trt_module
+
+CACHE_ENV = "EDGESDK_ENGINE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$EDGESDK_ENGINE_CACHE, else ~/.cache/edgesdk/engines."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgesdk" / "engines").expanduser()
+
+
+def _slug(name: str) -> str:
+    """A file-name form of a device name: readable prefix + a hash of the whole (long names share prefixes)."""
+    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32].strip("-") or "gpu"
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
 
 @dataclass(frozen=True)
 class PlanKey:
-    """What a cached plan must match to be loaded: TensorRT version, GPU compute capability, build config."""
+    """What a cached plan must match to be loaded: TensorRT version, GPU compute capability and name,
+    build config (whose digest includes the ONNX's sha256)."""
 
     trt_version: str
     compute_capability: tuple[int, int]
     config_sha256: str
+    device_name: str = "unknown GPU"
 
     @property
     def filename(self) -> str:
         major, minor = self.compute_capability
-        return f"trt-{self.trt_version}-sm{major}{minor}-{self.config_sha256[:16]}.plan"
+        return f"trt-{self.trt_version}-sm{major}{minor}-{_slug(self.device_name)}-{self.config_sha256[:16]}.plan"
 
     def to_dict(self) -> dict:
         return {"trt_version": self.trt_version, "compute_capability": list(self.compute_capability),
-                "config_sha256": self.config_sha256}
+                "device_name": self.device_name, "config_sha256": self.config_sha256}
 
 
-def plan_key(config: BuildConfig, trt_version: str, compute_capability: tuple[int, int]) -> PlanKey:
-    return PlanKey(str(trt_version), (int(compute_capability[0]), int(compute_capability[1])), config.digest())
+def plan_key(config: BuildConfig, trt_version: str, compute_capability: tuple[int, int],
+             device_name: str = "unknown GPU") -> PlanKey:
+    return PlanKey(str(trt_version), (int(compute_capability[0]), int(compute_capability[1])), config.digest(),
+                   str(device_name))
 
 
 def plan_mismatch(sidecar: dict | None, key: PlanKey) -> str | None:
@@ -101,6 +126,8 @@ def build_plan(onnx_path: Path, config: BuildConfig, timing_cache: Path | None =
                 f"TensorRT {trt.__version__} has no {flag.upper()} builder flag; it takes precision from the "
                 "network's types: export the ONNX in that precision and build with precision fp32")
         cfg.set_flag(value)
+    for flag in config.cleared_flags:  # TF32 is on by default: fp32 is asked to mean fp32
+        cfg.clear_flag(getattr(trt.BuilderFlag, flag.upper()))
     if config.dla_core is not None:
         if config.dla_core >= builder.num_DLA_cores:
             raise ConversionError(f"dla_core {config.dla_core} requested; this device has {builder.num_DLA_cores} "
@@ -127,8 +154,9 @@ def build_plan(onnx_path: Path, config: BuildConfig, timing_cache: Path | None =
 
 
 def ensure_plan(artifact: Artifact, config: BuildConfig, key: PlanKey, cache_dir: Path | None = None) -> Path:
-    """The cached plan for this device, built (and cached atomically) first if missing or stale."""
-    engines = Path(cache_dir) if cache_dir is not None else artifact.path(ENGINES_DIR)
+    """The cached plan for this device, built (and cached atomically) first if missing or stale.
+    `cache_dir` None: default_cache_dir()."""
+    engines = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     plan_path, reason = cached_plan(engines, key)
     if reason is None:
         return plan_path
@@ -138,12 +166,12 @@ def ensure_plan(artifact: Artifact, config: BuildConfig, key: PlanKey, cache_dir
     if sha256_file(onnx_path) != config.onnx_sha256:
         raise BundleError(f"{onnx_path}: does not match the sha256 in {BUILD_FILE}; the artifact was modified")
     major, minor = key.compute_capability
-    timing = engines / f"timing-{key.trt_version}-sm{major}{minor}.cache"  # timing caches are device-specific
+    timing = engines / f"timing-{key.trt_version}-sm{major}{minor}-{_slug(key.device_name)}.cache"  # per device
     try:
         engines.mkdir(parents=True, exist_ok=True)
         plan = build_plan(onnx_path, config, timing)
         store_plan(plan_path, plan, key, config)
     except OSError as e:
         raise BundleError(f"{engines}: cannot write the TensorRT plan cache ({e}); "
-                          "give TensorRTSession a writable cache_dir") from None
+                          f"set {CACHE_ENV} or pass a writable cache_dir") from None
     return plan_path
