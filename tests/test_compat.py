@@ -318,7 +318,7 @@ def test_opset_too_new():
     assert not table["onnxruntime"].supported
     assert any(f"opset {opset} is newer than ONNX Runtime's max {ort_max}" in n for n in table["onnxruntime"].notes)
     assert not table["tensorrt"].supported
-    assert any(f"opset {opset} is newer than TensorRT's max 24" in n for n in table["tensorrt"].notes)
+    assert any(f"opset {opset} is newer than TensorRT 10.3's max 20" in n for n in table["tensorrt"].notes)
     live = check_compat(model, probe=True)
     assert not live["onnxruntime"].supported  # ORT itself refuses it
     assert any(f"till opset {ort_max}" in n for n in live["onnxruntime"].notes), live["onnxruntime"].notes
@@ -328,7 +328,25 @@ def test_opset_too_new():
 def test_tensorrt_opset_floor():
     report = check_compat(conv_net(opset=8), probe=False)
     assert not report["tensorrt"].supported
-    assert any("older than TensorRT's min 9" in n for n in report["tensorrt"].notes)
+    assert any("older than TensorRT 10.3's min 9" in n for n in report["tensorrt"].notes)
+
+
+def test_tensorrt_table_by_release():
+    """JetPack 6's TensorRT 10.3 takes opsets up to 20 and fewer ops than 10.15: the table follows the
+    release a profile names (or the installed one), so a model 10.15 takes is refused for a Jetson."""
+    from edgesdk.build.compat_tables import tensorrt_table
+    from edgesdk.build.targets import load_target
+
+    assert tensorrt_table("10.3")[2] == (9, 20) and tensorrt_table("10.15.1")[2] == (9, 24)
+    assert tensorrt_table("8.6")[2] == (9, 20)  # older than every table: the oldest answers
+    assert "Attention" in tensorrt_table("10.15")[0][""] and "Attention" not in tensorrt_table("10.3")[0][""]
+    assert "STFT" in tensorrt_table("10.3")[1] and "STFT" not in tensorrt_table("10.15")[1]
+    model = conv_net(opset=21)
+    jetson = load_target("jetson-orin-nano").engine_options["tensorrt_version"]
+    assert jetson == "10.3"
+    old = check_compat(model, probe=False, tensorrt_version=jetson)["tensorrt"]
+    assert not old.supported and any("opset 21 is newer than TensorRT 10.3's max 20" in n for n in old.notes)
+    assert check_compat(model, probe=False, tensorrt_version="10.15")["tensorrt"].supported
 
 
 def test_ir_version_too_new_for_onnxruntime():

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgesdk.backends.probe import Probe, key_line, op_name
-from edgesdk.build.compat_tables import (COMPLETE_TABLES, FIX_HINT, INLINES_FUNCTIONS, IR_MAX, ML_DOMAIN,
-                                         ML_OPSET_MAX, OPSET_RANGE, TABLES)
+from edgesdk.build.compat_tables import (COMPLETE_TABLES, FIX_HINT, INLINES_FUNCTIONS, IR_MAX, JETPACK6_TENSORRT,
+                                         ML_DOMAIN, ML_OPSET_MAX, OPSET_RANGE, TABLES, tensorrt_table)
 from edgesdk.build.model import DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, oversized_input, type_name
 from edgesdk.errors import ModelError
 
@@ -39,11 +39,14 @@ def check_compat(
     model_path: Path | None = None,
     shapes: dict[str, tuple] | None = None,
     probe: bool = True,
+    tensorrt_version: str | None = None,
 ) -> dict[str, BackendCompat]:
     """Compatibility of a checked, shape-inferred ONNX model with each backend, keyed as BACKENDS.
 
     `shapes` fixes dynamic inputs (as --shape does); `probe` runs the installed engines on the model
     (OpenVINO convert_model, an ONNX Runtime session, the pnnx converter), overriding the tables.
+    TensorRT is judged by the table of `tensorrt_version` (a profile's engine_options), else of the
+    installed TensorRT, else of JetPack 6's.
     """
     source = model_path or "model"
     inputs = _input_dims(model, dict(shapes or {}), source)
@@ -56,10 +59,14 @@ def check_compat(
         probes = ({b: f"not probed: {too_big[1]}" for b in BACKENDS} if too_big
                   else _run_probes(model, model_path, inputs, ops))
 
+    trt = tensorrt_version or installed_tensorrt() or JETPACK6_TENSORRT
+    supported, documented_no, trt_opsets = tensorrt_table(trt)
+    tables = dict(TABLES, tensorrt=(supported, documented_no))
     report = {}
     for b in BACKENDS:
-        unsupported, unverified = _table_answer(b, ops[b], opsets)
-        limits = _limit_notes(b, opsets, int(model.ir_version))
+        unsupported, unverified = _table_answer(b, ops[b], opsets, tables[b])
+        limits = _limit_notes(b, opsets, int(model.ir_version),
+                              *((trt_opsets, f"TensorRT {trt}") if b == "tensorrt" else ()))
         c = BackendCompat(supported=not unsupported and not limits, unsupported=unsupported, notes=limits)
         result = probes.get(b)
         if isinstance(result, Probe):
@@ -147,9 +154,21 @@ def _model_ops(model, inline: bool) -> set[tuple[str, str]]:
     return found
 
 
-def _table_answer(backend: str, ops: set, opsets: dict) -> tuple[list[str], list[str]]:
-    """(unsupported, unverified) op names for `backend` by its table."""
-    supported, documented_no = TABLES[backend]
+def installed_tensorrt() -> str | None:
+    """The installed TensorRT's version from its package metadata (importing it costs seconds), or None."""
+    from importlib import metadata
+
+    for name in ("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-cu13"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _table_answer(backend: str, ops: set, opsets: dict, table=None) -> tuple[list[str], list[str]]:
+    """(unsupported, unverified) op names for `backend` by its table (TABLES' unless given)."""
+    supported, documented_no = table or TABLES[backend]
     bad, unknown = [], []
     for domain, op in sorted(ops):
         if op in supported.get(domain, ()):
@@ -175,23 +194,23 @@ def _is_onnx_function(op: str, opset: int) -> bool:
     return bool(schema.has_function or schema.has_context_dependent_function)
 
 
-def _limit_notes(backend: str, opsets: dict, ir_version: int) -> list[str]:
+def _limit_notes(backend: str, opsets: dict, ir_version: int, opset_range=None, engine: str | None = None) -> list[str]:
     notes = []
-    lo, hi = OPSET_RANGE[backend]
+    lo, hi = opset_range or OPSET_RANGE[backend]
     opset = opsets.get("")
     if opset is not None and hi is not None and opset > hi:
-        notes.append(f"opset {opset} is newer than {ENGINE[backend]}'s max {hi}: re-export at opset {hi} "
+        notes.append(f"opset {opset} is newer than {engine or ENGINE[backend]}'s max {hi}: re-export at opset {hi} "
                      f"(or onnx.version_converter.convert_version(model, {hi}))")
     if opset is not None and lo is not None and opset < lo:
-        notes.append(f"opset {opset} is older than {ENGINE[backend]}'s min {lo}: "
+        notes.append(f"opset {opset} is older than {engine or ENGINE[backend]}'s min {lo}: "
                      f"onnx.version_converter.convert_version(model, {lo})")
     ml, ml_max = opsets.get(ML_DOMAIN), ML_OPSET_MAX.get(backend)
     if ml is not None and ml_max is not None and ml > ml_max:
-        notes.append(f"{ML_DOMAIN} opset {ml} is newer than {ENGINE[backend]}'s max {ml_max}: re-export with "
+        notes.append(f"{ML_DOMAIN} opset {ml} is newer than {engine or ENGINE[backend]}'s max {ml_max}: re-export with "
                      f"target_opset={{'{ML_DOMAIN}': {ml_max}}}")
     ir_max = IR_MAX.get(backend)
     if ir_max is not None and ir_version > ir_max:
-        notes.append(f"IR version {ir_version} is newer than {ENGINE[backend]}'s max {ir_max}: "
+        notes.append(f"IR version {ir_version} is newer than {engine or ENGINE[backend]}'s max {ir_max}: "
                      f"save with model.ir_version = {ir_max}")
     return notes
 

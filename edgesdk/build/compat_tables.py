@@ -137,6 +137,33 @@ TENSORRT_UNSUPPORTED = _ops("""
     Unique
 """)
 
+# TensorRT's matrix by release: (supported ops by domain, "N" rows, (min, max) default-domain opset).
+# JetPack 6 ships TensorRT 10.3, which takes fewer ops than 10.15 and opsets only up to 20. The 10.1 GA
+# page (onnx/onnx-tensorrt release/10.1-GA, "opset 9 to opset 20") is the newest at or below 10.3 in
+# hand, so it answers for 10.1 up to 10.14: it may miss an op 10.3 added, never claim one it lacks.
+# 10.1 lacks these 10.15 rows: Attention, ReduceL1, ReduceL2, RMSNormalization, RotaryEmbedding,
+# TensorScatter (absent) and BlackmanWindow, HammingWindow, HannWindow, STFT ("N"); Col2Im is absent.
+_TRT_10_1_NEW_NO = frozenset({"BlackmanWindow", "HammingWindow", "HannWindow", "STFT"})
+TENSORRT_RELEASES = {
+    "10.1": ({"": TENSORRT_SUPPORTED[""] - _TRT_10_1_NEW_NO - {"Attention", "ReduceL1", "ReduceL2",
+                                                               "RMSNormalization", "RotaryEmbedding", "TensorScatter"}},
+             (TENSORRT_UNSUPPORTED - {"Col2Im"}) | _TRT_10_1_NEW_NO, (9, 20)),
+    "10.15": (TENSORRT_SUPPORTED, TENSORRT_UNSUPPORTED, (9, 24)),
+}
+JETPACK6_TENSORRT = "10.3"  # what the jetson profiles build for and compat assumes when nothing says
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+def tensorrt_table(version: str):
+    """(supported by domain, "N" rows, opset range) of the newest table at or below TensorRT `version`
+    (the oldest table for anything older)."""
+    fitting = [r for r in TENSORRT_RELEASES if _release(r) <= _release(version)]
+    return TENSORRT_RELEASES[max(fitting, key=_release) if fitting else min(TENSORRT_RELEASES, key=_release)]
+
+
 # ---------------------------------------------------------------------------- ONNX Runtime
 # microsoft/onnxruntime docs/OperatorKernels.md, CPUExecutionProvider, as registered in ORT 1.31.1
 # (the page is generated from the registered kernels, so it is the complete list). Constant is

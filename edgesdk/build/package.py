@@ -92,7 +92,8 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
     _say(progress, f"inspect   {model}")
     proto = load_model(model)
     check_input_sizes(proto, shapes, ranges, source=model)
-    report = check_compat(infer_shapes(proto, source=model), model_path=model, shapes=shapes, probe=False)
+    report = check_compat(infer_shapes(proto, source=model), model_path=model, shapes=shapes, probe=False,
+                          tensorrt_version=(engine_options or {}).get("tensorrt_version"))
     entry = report.get(backend)
     if entry is not None and not entry.supported and entry.unsupported:
         raise UnsupportedOpError(backend, entry.unsupported, "; ".join(entry.notes[:2]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ BUILD_SCHEMA = 1
 
 DEFAULT_WORKSPACE_MB = 1024
 DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default; 0..5
-ENGINE_KEYS = ("workspace_mb", "dla_core", "gpu_fallback", "builder_optimization_level")
+ENGINE_KEYS = ("workspace_mb", "dla_core", "gpu_fallback", "builder_optimization_level", "tensorrt_version")
 
 # Builder precision flags per edgesdk precision. int8 also enables fp16 so the layers the Q/DQ nodes
 # leave in float run in half precision, as `trtexec --int8 --fp16` does.
@@ -198,6 +199,9 @@ def _engine_options(engine: dict, precision: str, source) -> dict:
     if dla is not None and precision == "fp32":
         raise ConversionError(f"{source}: DLA runs fp16 or int8 only; set precision to fp16 (or int8), "
                               "or drop dla_core to build for the GPU")
+    version = engine.get("tensorrt_version")  # the device's TensorRT: picks compat's table, not the build
+    if version is not None and (not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+(\.\d+)*", version)):
+        raise ConversionError(f"{source}: tensorrt_version must be a version string like \"10.3\", got {version!r}")
     fallback = engine.get("gpu_fallback", True)
     if not isinstance(fallback, bool):
         raise ConversionError(f"{source}: gpu_fallback must be true or false, got {fallback!r}")
