@@ -285,6 +285,14 @@ def cmd_validate(args) -> int:
     return 0 if report.passed else 3
 
 
+def cmd_doctor(args) -> int:
+    from edgesdk.device.doctor import format_report, run
+
+    report = run()
+    _emit(args, report, format_report(report))
+    return 0 if report["ok"] else 3
+
+
 def _normalisation_args(s) -> None:
     """--mean/--std/--color, read by _spec_override: the model's normalisation when it does not carry it."""
     s.add_argument("--mean", help="per-channel mean of the model's normalisation, e.g. 127,127,127 "
@@ -389,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("targets", help="the built-in target profiles")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_targets)
+
+    s = sub.add_parser("doctor", help="this board: platform, CPU features, engines, and a tiny model run on each "
+                                      "engine against numpy (exit 3 when one fails)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_doctor)
     return p
 
 

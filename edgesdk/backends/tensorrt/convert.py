@@ -13,7 +13,8 @@ present wherever the GPU driver is, JetPack included, with a stable C ABI), else
 (`cuda.bindings.runtime`, formerly `cuda.cudart`, when built for the installed CUDA major) or else pycuda.
 
 Thread-safety: a TensorRTSession has `threads` execution contexts (1 by default), each with its own
-stream and buffers; run() takes a free one, so that many calls from several threads overlap. The module imports numpy only; tensorrt, CUDA bindings and (for
+stream and buffers; run() takes a free one, so that many calls from several threads overlap. The
+module imports numpy only; tensorrt, CUDA bindings and (for
 convert) onnx are imported inside functions.
 """
 from __future__ import annotations
@@ -68,8 +69,8 @@ def qdq_problems(model) -> list[str]:
             continue
         zp = init.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
         if zp is not None and (zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any()):
-            problems.append(f"{n.op_type} {n.name!r}: zero point must be int8 0 (symmetric), got "
-                            f"{TensorProto.DataType.Name(zp.data_type).lower()} {numpy_helper.to_array(zp).ravel()[:4]}")
+            kind, values = TensorProto.DataType.Name(zp.data_type).lower(), numpy_helper.to_array(zp).ravel()[:4]
+            problems.append(f"{n.op_type} {n.name!r}: zero point must be int8 0 (symmetric), got {kind} {values}")
         elif zp is None and n.op_type == "QuantizeLinear":
             problems.append(f"QuantizeLinear {n.name!r}: no zero point, which makes it uint8; TensorRT needs int8")
         if n.op_type != "DequantizeLinear" or n.input[0] not in init:
