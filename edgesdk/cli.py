@@ -124,7 +124,11 @@ def cmd_package(args) -> int:
              "  parity: " + verdict]
     if q.get("steps"):
         last = q["steps"][-1]
-        human.append(f"  int8 budget: {'held' if held else 'missed'} on {last['check']['samples']} held-back images, "
+        c = last["check"]
+        on = (f"top-1 kept on {c['decided'] - c['flips']} of {c['decided']} photos fp32 decides, "
+              if c.get("decided") is not None else "")
+        human.append(f"  int8 budget: {'held' if held else 'missed'} ({on}cosine min {c['cosine_min']:.4f} over "
+                     f"{c['samples']} images{', 2-fold cross-check' if c.get('folds', 1) > 1 else ''}), "
                      f"{len(last['float_nodes'])} layer(s) in float")
     human.append("  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-"))
     _emit(args, result.to_dict(), "\n".join(human))

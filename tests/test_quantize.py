@@ -117,7 +117,9 @@ def test_budget_missed_by_plain_int8_triggers_fallback_then_holds(tmp_path, effn
     assert q["float_layers"] == [] and q["held_back_images"] >= 10
     assert not q["steps"][0]["check"]["passed"] and q["steps"][0]["float_nodes"] == []
     first = q["steps"][0]["check"]
-    assert len(first["flip_gaps"]) == round(first["top1_drop"] * q["held_back_images"]) >= 1
+    # top-1 drop counts the flips among the photos fp32 decides; flip_gaps lists every flip, near-ties too
+    assert first["flips"] == round(first["top1_drop"] * first["decided"]) >= 1
+    assert len(first["flip_gaps"]) >= first["flips"] and first["decided"] <= first["samples"]
     assert q["steps"][-1]["check"]["passed"] and q["fallback"] == q["steps"][-1]["float_nodes"]
     assert 1 <= len(q["fallback"]) <= 12 and q["latency_ms"]["int8"] > 0 and q["latency_ms"]["final"] > 0
 
@@ -142,7 +144,8 @@ def test_openvino_int8_on_unseen_photos(ov_bundle, eval_pairs, opt_onnx, tmp_pat
 def test_unreachable_budget_fails_and_writes_nothing(tmp_path, effnet_onnx, calib_images, effnet_preprocess):
     out = tmp_path / "never"
     settings = QuantizeSettings(calib_images=24, budget=Budget(max_top1_drop=0.0, min_cosine=0.99999), max_fallback=2)
-    with pytest.raises(ParityError, match=r"misses the accuracy budget .* best reached .*cosine min 0\.9"):
+    best = r"best reached .*cosine min 0\.\d+, mean 0\.\d+ on 30 images"
+    with pytest.raises(ParityError, match=r"misses the accuracy budget .* " + best):
         convert(effnet_onnx, "openvino", out, precision="int8", images=calib_images[:30],
                 spec=PreprocessSpec(**effnet_preprocess), quantize=settings)
     assert not out.exists() and not list(tmp_path.iterdir())

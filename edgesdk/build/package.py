@@ -220,12 +220,20 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
     shapes, spec, post, labels = settled.shapes, settled.spec, settled.postprocess, settled.labels
     image_list = image_files(calib) if isinstance(calib, (str, Path)) else calib
 
+    quantize = profile.quantize
+    if profile.precision == "int8" and not quantize:
+        from edgesdk.build.quantize import QuantizeSettings
+
+        quantize = QuantizeSettings.shipped_default()
+        settled.lines.append(f"int8 budget: the shipped int8 profiles' default ({quantize.budget.describe()}, float "
+                             f"layers {', '.join(quantize.float_layers)}): the profile has no [quantize]")
+        _say(progress, f"settings  {settled.lines[-1]}")
     tol = tolerance_for(profile.precision, profile.validate.get("min_cosine"), profile.validate.get("min_top1"))
     with staged_dir(out) as stage:
         result = convert(model, profile.engine, stage / MODEL_DIR, precision=profile.precision, shapes=shapes,
                          ranges=profile.ranges, images=image_list, spec=spec, engine_options=profile.engine_options,
                          tolerance=tol, threads=threads, require_engine=False, progress=progress,
-                         quantize=profile.quantize)
+                         quantize=quantize)
         (stage / MODEL_DIR / REFERENCE_FILE).unlink()  # the golden samples carry what the device needs
         (stage / MODEL_DIR / PARITY_FILE).unlink(missing_ok=True)  # it is in the manifest
 

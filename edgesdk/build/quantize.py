@@ -27,13 +27,21 @@ from typing import Callable
 import numpy as np
 
 from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
-from edgesdk.build.calibration import DEFAULT_CALIB_IMAGES, calibration_feeds, list_images, split_for_calibration
+from edgesdk.build.calibration import (DEFAULT_CALIB_IMAGES, calibration_feeds, list_images, select_images,
+                                      split_for_calibration)
 from edgesdk.build.sensitivity import layer_sensitivity
 from edgesdk.errors import BackendUnavailable, EdgeSDKError, ParityError
 
 METHODS = ("kl", "minmax", "aciq")
 DEFAULT_MAX_FALLBACK = 12  # layers kept in float before the budget is declared unreachable
 SENSITIVITY_SAMPLES = 6
+# With fewer held-back photos than this, a fifth says little (one flip in 21 reads as a 5 % drop): the
+# budget is judged on every photo by two-fold cross-checking (calibrate on one half, check the other).
+FOLDS_BELOW = 100
+# A profile without [quantize] gets the shipped int8 profiles' budget; a model without a classifier
+# output is judged by cosine instead of top-1.
+DEFAULT_QUANTIZE = {"calib_images": DEFAULT_CALIB_IMAGES, "max_top1_drop": 0.01, "float_layers": ["stem", "depthwise"]}
+DEFAULT_MIN_COSINE = 0.99
 
 
 # ---------------------------------------------------------------------------- policy
@@ -42,8 +50,11 @@ SENSITIVITY_SAMPLES = 6
 class Budget:
     """How far int8 may stray from fp32 on held-back images. None: not checked."""
 
-    max_top1_drop: float | None = None  # fraction of images whose top-1 class changes
+    max_top1_drop: float | None = None  # fraction of the photos fp32 decides whose top-1 class changes
     min_cosine: float | None = None  # worst image's output cosine
+    # fp32 "decides" a photo when its top-1 probability beats the runner-up by this much: a near-tie is
+    # flipped by any rounding (bf16 arithmetic too), so it says nothing about int8
+    margin: float = 0.1
 
     def __bool__(self) -> bool:
         return self.max_top1_drop is not None or self.min_cosine is not None
@@ -51,7 +62,7 @@ class Budget:
     def describe(self) -> str:
         parts = []
         if self.max_top1_drop is not None:
-            parts.append(f"top-1 drop <= {self.max_top1_drop:g}")
+            parts.append(f"top-1 drop <= {self.max_top1_drop:g} (photos fp32 decides by >= {self.margin:g})")
         if self.min_cosine is not None:
             parts.append(f"cosine >= {self.min_cosine:g}")
         return " and ".join(parts) or "none"
@@ -76,6 +87,11 @@ class QuantizeSettings:
     budget: Budget = field(default_factory=Budget)
     max_fallback: int = DEFAULT_MAX_FALLBACK
     float_layers: tuple[str, ...] = ()  # FLOAT_LAYER_CLASSES keys or ONNX node names, kept float from the start
+    is_default: bool = False  # DEFAULT_QUANTIZE for a profile without [quantize]
+
+    @classmethod
+    def shipped_default(cls) -> "QuantizeSettings":
+        return replace(cls.from_profile(DEFAULT_QUANTIZE, "the default [quantize]"), is_default=True)
 
     @classmethod
     def from_profile(cls, table: dict | None, source: str = "[quantize]") -> "QuantizeSettings":
@@ -103,42 +119,87 @@ class QuantizeSettings:
         if not isinstance(float_layers, list) or not all(isinstance(n, str) and n for n in float_layers):
             raise EdgeSDKError(f"{source} float_layers must be a list of layer classes "
                                f"({', '.join(FLOAT_LAYER_CLASSES)}) or ONNX node names, got {float_layers!r}")
-        return cls(n, method, seed, Budget(number("max_top1_drop", 0.0, 1.0), number("min_cosine", -1.0, 1.0)),
-                   float_layers=tuple(float_layers))
+        margin = number("top1_margin", 0.0, 1.0)
+        budget = Budget(number("max_top1_drop", 0.0, 1.0), number("min_cosine", -1.0, 1.0),
+                        *(() if margin is None else (margin,)))
+        return cls(n, method, seed, budget, float_layers=tuple(float_layers))
 
 
 @dataclass
 class BudgetCheck:
     samples: int
     cosine_min: float
-    top1_drop: float | None  # None: no classifier-shaped output
+    top1_drop: float | None  # among the photos fp32 decides; None: no classifier-shaped output
     passed: bool
     # fp32's logit gap between its class and int8's, per image whose top-1 changed: a gap near 0 is a
     # photo fp32 itself barely decides, which any rounding flips (benchmarks/bench_int8_agreement.py)
     flip_gaps: list[float] = field(default_factory=list)
+    cosine_mean: float | None = None
+    decided: int | None = None  # photos whose fp32 top-1 leads by the margin: what top1_drop rests on
+    flips: int | None = None  # of those, how many int8 changes
+    folds: int = 1  # 2: every photo checked by the int8 model calibrated without it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     def describe(self) -> str:
-        drop = "" if self.top1_drop is None else f"top-1 drop {self.top1_drop:.3f}, "
+        drop = "" if self.top1_drop is None else (
+            f"top-1 drop {self.top1_drop:.3f} ({self.flips} of {self.decided} decided photos), "
+            if self.decided is not None else f"top-1 drop {self.top1_drop:.3f}, ")
+        mean = "" if self.cosine_mean is None else f", mean {self.cosine_mean:.4f}"
+        how = " by 2-fold cross-check" if self.folds > 1 else ""
         gaps = f" (fp32 gaps of the flips: {', '.join(f'{g:.3g}' for g in self.flip_gaps)})" if self.flip_gaps else ""
-        return f"{drop}cosine min {self.cosine_min:.4f} on {self.samples} images{gaps}"
+        return f"{drop}cosine min {self.cosine_min:.4f}{mean} on {self.samples} images{how}{gaps}"
 
 
-def check_budget(refs: list[dict], gots: list[dict], budget: Budget) -> BudgetCheck:
-    """Held-back outputs of fp32 (refs) and int8 (gots) against the budget."""
+def check_budget(refs: list[dict], gots: list[dict], budget: Budget, folds: int = 1) -> BudgetCheck:
+    """Held-back outputs of fp32 (refs) and int8 (gots) against the budget: top-1 is judged on the
+    photos fp32 decides (top-1 probability ahead of the runner-up by budget.margin)."""
     from edgesdk.device.compare import Tolerance, compare
 
     report = compare(refs, gots, "int8", Tolerance(min_cosine=-1.0, atol=float("inf"), min_top1=0.0))
-    top1 = report.top1_agreement
-    if budget.max_top1_drop is not None and top1 is None:
+    decided, flips = _decided_flips(refs, gots, budget.margin)
+    if budget.max_top1_drop is not None and decided is None:
         raise EdgeSDKError("[quantize] max_top1_drop needs a classifier output ([N, classes]); "
                            "this model has none: give min_cosine instead")
-    drop = None if top1 is None else 1.0 - top1
+    drop = None if decided is None else (flips / decided if decided else 0.0)
     ok = ((budget.max_top1_drop is None or drop <= budget.max_top1_drop + 1e-9)
           and (budget.min_cosine is None or report.cosine_min >= budget.min_cosine))
-    return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), _flip_gaps(refs, gots))
+    cos_mean = float(np.mean([o.cosine_mean for o in report.outputs])) if report.outputs else None
+    return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), _flip_gaps(refs, gots),
+                       cos_mean, decided, flips, folds)
+
+
+def _probabilities(rows: np.ndarray) -> np.ndarray:
+    if rows.min() >= 0 and np.allclose(rows.sum(1), 1.0, atol=1e-3):
+        return rows
+    e = np.exp(rows - rows.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _decided_flips(refs: list[dict], gots: list[dict], margin: float) -> tuple[int | None, int]:
+    """(photos fp32 decides, how many of them int8 flips); (None, 0) without a classifier output."""
+    from edgesdk.device.compare import classifier_rows
+
+    decided, flips, any_rows = 0, 0, False
+    for ref, got in zip(refs, gots):
+        for name, r in ref.items():
+            rows = classifier_rows(np.asarray(r, dtype=np.float64))
+            if rows is None:
+                continue
+            any_rows = True
+            top2 = np.sort(_probabilities(rows), axis=1)[:, -2:]
+            sure = top2[:, 1] - top2[:, 0] >= margin
+            changed = rows.argmax(1) != np.asarray(got[name], dtype=np.float64).reshape(rows.shape).argmax(1)
+            decided += int(sure.sum())
+            flips += int((sure & changed).sum())
+    return (decided if any_rows else None), flips
+
+
+def has_classifier_output(refs: list[dict]) -> bool:
+    from edgesdk.device.compare import classifier_rows
+
+    return any(classifier_rows(np.asarray(r)) is not None for ref in refs[:1] for r in ref.values())
 
 
 def _flip_gaps(refs: list[dict], gots: list[dict]) -> list[float]:
@@ -204,7 +265,8 @@ class QuantizeReport:
         return {
             "method": self.method, "calibration_images": self.calibration_images,
             "held_back_images": self.held_back_images, "float_layers": list(self.float_layers),
-            "budget": {"max_top1_drop": self.budget.max_top1_drop, "min_cosine": self.budget.min_cosine},
+            "budget": {"max_top1_drop": self.budget.max_top1_drop, "min_cosine": self.budget.min_cosine,
+                       "top1_margin": self.budget.margin},
             "steps": self.steps, "fallback": list(self.fallback), "latency_ms": self.latency_ms,
             "checked_on": self.checked_on, "sensitivity": [[n, s] for n, s in self.sensitivity[:20]],
             "notes": list(self.notes),
@@ -217,7 +279,7 @@ class QuantizeReport:
 
     def summary(self) -> str:
         lines = [f"int8 ({self.method}) calibrated on {self.calibration_images} images, checked on "
-                 f"{self.held_back_images} held-back images on {self.checked_on or '-'}; budget: {self.budget.describe()}"]
+                 f"{self.held_back_images} images on {self.checked_on or '-'}; budget: {self.budget.describe()}"]
         if self.float_layers:
             lines.append(f"  float by the profile: {len(self.float_layers)} layer(s)")
         for s in self.steps:
@@ -285,40 +347,66 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
     inputs = [TensorInfo.from_dict(d) for d in io_dicts(graph_inputs(proto))]
     shapes = {n: r.opt for n, r in options.ranges.items()}
     shapes.update(options.shapes)
-    say(f"calibrate {len(calib_items)} images through the target's preprocessing "
-        f"({len(held)} held back for the accuracy check)")
-    calibration = calibration_feeds(calib_items, inputs, spec, shapes, progress=progress is not None)
-    evals = calibration_feeds(held, inputs, spec, shapes) if held else calibration
-    report = QuantizeReport(settings.method, len(calib_items), len(held), settings.budget, float_layers=float_layers)
-    if not held:
+    feeds = lambda xs, **kw: calibration_feeds(xs, inputs, spec, shapes, **kw)  # noqa: E731
+    folds = 2 if len(items) >= 4 and len(held) < FOLDS_BELOW else 1
+    if folds == 2:  # every photo judged by an int8 model calibrated without it; the bundle's calibrates on all
+        half_a, half_b = select_images(items, len(items) // 2, settings.seed)
+        calib_items = select_images(items, min(settings.calib_images, len(items)), settings.seed)[0]
+        say(f"calibrate {len(items)} images through the target's preprocessing; the budget is judged on all "
+            f"of them by 2-fold cross-check (fewer than {FOLDS_BELOW} would be held back)")
+        feeds_a, feeds_b = feeds(half_a, progress=progress is not None), feeds(half_b)
+        calibration = feeds(calib_items)
+        evals, plan = feeds_b + feeds_a, [(feeds_a, len(feeds_b)), (feeds_b, len(feeds_a))]
+    else:
+        say(f"calibrate {len(calib_items)} images through the target's preprocessing "
+            f"({len(held)} held back for the accuracy check)")
+        calibration = feeds(calib_items, progress=progress is not None)
+        evals = feeds(held) if held else calibration
+        plan = [(calibration, len(evals))]
+    report = QuantizeReport(settings.method, len(calib_items), len(evals), settings.budget, float_layers=float_layers)
+    if not held and folds == 1:
         report.notes.append("one image only: the budget was checked on the calibration image itself")
     exclude = list(dict.fromkeys([*options.exclude, *float_layers]))
     options = replace(options, calibration=calibration, calib_method=settings.method, exclude=exclude)
 
     with reference_session(model, threads=threads) as ref:
         refs = [ref.run(f) for f in evals]
+    if settings.is_default and not has_classifier_output(refs):
+        settings = replace(settings, budget=Budget(min_cosine=DEFAULT_MIN_COSINE))
+        report.budget = settings.budget
+        report.notes.append(f"no classifier output: the default budget is cosine >= {DEFAULT_MIN_COSINE:g}")
+    if folds == 2:
+        report.notes.append(f"budget judged on all {len(evals)} calibration batches by 2-fold cross-check")
 
     def attempt() -> tuple[Artifact, BudgetCheck | None, float | None]:
-        say(f"quantize  {be.name} int8, {len(options.exclude)} layer(s) in float")
-        art = be.convert(model, out, options)
-        session, where = _checker(be, art, threads)
-        report.checked_on = where if session else None
-        if session is None:
-            return art, None, None
-        with session:
-            check = check_budget(refs, [session.run(f) for f in evals], settings.budget)
-            latency = _latency_ms(session, evals[0]) if where == be.name else None
+        say(f"quantize  {be.name} int8, {len(options.exclude)} layer(s) in float"
+            + (", 2 folds" if folds == 2 else ""))
+        gots, latency, start = [], None, 0
+        for calib, n in plan:
+            art = be.convert(model, out, replace(options, calibration=calib))
+            session, where = _checker(be, art, threads)
+            report.checked_on = where if session else None
+            if session is None:
+                return art, None, None
+            with session:
+                gots += [session.run(f) for f in evals[start:start + n]]
+                latency = _latency_ms(session, evals[0]) if where == be.name and latency is None else latency
+            start += n
+        check = check_budget(refs, gots, settings.budget, folds)
         report.steps.append({"float_nodes": list(options.exclude), "check": check.to_dict()})
         say(f"quantize  {check.describe()}: {'within' if check.passed else 'outside'} the budget "
             f"({settings.budget.describe()})")
         return art, check, latency
 
+    def final(art: Artifact) -> Artifact:  # the folds' models each saw half: the bundle's calibrates on all
+        return be.convert(model, out, options) if folds == 2 else art
+
     artifact, check, first_latency = attempt()
     if check is None:
         report.notes.append("budget not checked here: the engine does not run on this machine")
-        return artifact, report, options
+        return final(artifact), report, options
     if check.passed or not settings.budget:
-        return artifact, report, options
+        return final(artifact), report, options
 
     say(f"quantize  ranking layers by sensitivity on {min(len(evals), SENSITIVITY_SAMPLES)} held-back images")
     rank = getattr(be, "rank_layers", None)
@@ -337,7 +425,7 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
         if check.passed:
             if first_latency is not None and latency is not None:
                 report.latency_ms = {"int8": round(first_latency, 3), "final": round(latency, 3)}
-            return artifact, report, options
+            return final(artifact), report, options
     b, layers = best
     raise ParityError(
         f"int8 misses the accuracy budget ({settings.budget.describe()}) even with {len(report.fallback)} layer(s) "

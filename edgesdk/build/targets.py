@@ -28,7 +28,7 @@ TARGETS_DIR = _HERE / "targets" if (_HERE / "targets").is_dir() else _HERE.paren
 _TOP_KEYS = {"schema", "name", "description", "engine", "precision", "arch", "threads", "streams",
              "inputs", "preprocess", "postprocess", "validate", "quantize", "engine_options"}
 _VALIDATE_KEYS = {"min_cosine", "min_top1", "images"}
-_QUANTIZE_KEYS = {"calib_images", "max_top1_drop", "min_cosine", "method", "seed", "float_layers"}
+_QUANTIZE_KEYS = {"calib_images", "max_top1_drop", "min_cosine", "method", "seed", "float_layers", "top1_margin"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""Models exported with a dynamic batch, packaged from profiles that give no [inputs] (and, for int8, no
+[quantize]): the batch becomes 1, the spatial dims come from the preprocessing size, int8 gets the
+shipped int8 profiles' budget judged on the photos fp32 decides, and the figures land in the manifest."""
+import json
+
+import pytest
+
+import edgesdk
+from edgesdk.errors import EdgeSDKError
+
+EFFNET_PROFILE = """schema = 1
+name = "effnet-{engine}-{precision}"
+engine = "{engine}"
+precision = "{precision}"
+arch = "x86_64"
+[preprocess]
+size = [224, 224]
+mean = [127.0, 127.0, 127.0]
+std = [128.0, 128.0, 128.0]
+"""
+
+
+@pytest.mark.parametrize("engine", ["openvino", "ncnn"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_dynamic_batch_classifier_without_inputs_or_quantize(tmp_path, effnet_dynamic_onnx, real_images, engine,
+                                                             precision):
+    toml = tmp_path / "p.toml"
+    toml.write_text(EFFNET_PROFILE.format(engine=engine, precision=precision))
+    photos = sorted(real_images.values())
+    calib = photos if precision == "int8" else photos[:8]
+    man = edgesdk.package(effnet_dynamic_onnx, toml, tmp_path / "b", calib=calib).manifest
+    assert man["inputs"][0]["shape"] == [1, 3, 224, 224]
+    assert any("'images' ['batch', 3, 224, 224] fixed to [1, 3, 224, 224]: batch 'batch' -> 1" in line
+               for line in man["settings_from"]), man["settings_from"]
+    assert man["preprocess"]["mean"] == [127.0] * 3  # the profile's, not the default's
+    v = man["validation"]
+    assert v["outputs"] and v["cosine_min"] is not None
+    if precision == "fp32":
+        assert v["passed"] and v["cosine_min"] > 0.9999
+        assert man["quantization"] is None
+        return
+    q = man["quantization"]
+    assert q["budget"] == {"max_top1_drop": 0.01, "min_cosine": None, "top1_margin": 0.1}
+    assert any("the shipped int8 profiles' default" in line for line in man["settings_from"])
+    check = q["steps"][-1]["check"]
+    assert check["passed"] and check["folds"] == 2 and check["samples"] == len(photos)
+    assert 0 < check["decided"] <= check["samples"] and check["flips"] <= 0.01 * check["decided"]
+    assert check["cosine_mean"] > 0.99 and check["cosine_min"] > 0.9
+    assert q["calibration_images"] == min(100, len(photos))
+
+
+def test_ppocr_rec_without_inputs(tmp_path, ppocr_rec_onnx, text_image):
+    """[N, 3, 48, W] with no [inputs]: batch 1 and PaddleOCR's rec width 320."""
+    toml = tmp_path / "rec.toml"
+    toml.write_text('schema = 1\nname = "rec"\nengine = "openvino"\nprecision = "fp32"\narch = "x86_64"\n')
+    man = edgesdk.package(ppocr_rec_onnx, toml, tmp_path / "b", calib=[text_image]).manifest
+    assert man["inputs"][0]["shape"] == [1, 3, 48, 320]
+    assert man["validation"]["passed"] and man["postprocess"]["kind"] == "ppocr-rec"
+    assert any("width 'p2o.DynamicDimension.1' -> 320" in line for line in man["settings_from"])
+
+
+def test_shape_overrides_and_undetermined_dims_named(tmp_path, effnet_dynamic_onnx, ppocr_det_onnx, real_images):
+    toml = tmp_path / "p.toml"
+    toml.write_text(EFFNET_PROFILE.format(engine="onnxruntime", precision="fp32"))
+    man = edgesdk.package(effnet_dynamic_onnx, toml, tmp_path / "b", calib=[real_images["skimage_coffee"]],
+                          shapes={"images": (1, 3, 224, 224)}).manifest
+    assert man["inputs"][0]["shape"] == [1, 3, 224, 224]
+    assert not any("fixed to" in line for line in man["settings_from"])
+    # PP-OCR det: [N, 3, H, W] and nothing says H and W
+    with pytest.raises(EdgeSDKError, match=r"input 'x' .*nothing determines dims \['p2o.DynamicDimension.1', "
+                                           r"'p2o.DynamicDimension.2'\].*--shape x=1x3x\?x\?"):
+        edgesdk.package(ppocr_det_onnx, "x86-openvino", tmp_path / "det")
