@@ -53,9 +53,10 @@ class ModelReport:
         }
 
 
-def inspect(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, probe: bool = True) -> ModelReport:
-    """Check and describe an ONNX model. `shapes` fixes dynamic inputs for FLOP counting;
-    `probe` lets the compatibility report try installed engines for real."""
+def inspect(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, probe: bool = True) -> ModelReport:
+    """Check and describe the ONNX file `model` (edgesdk.inspect). `shapes` fixes dynamic inputs for
+    FLOP counting; `probe` lets the compatibility report try installed engines for real."""
+    path = model
     model = load_model(path)
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     inputs = io_dicts(graph_inputs(model))  # as declared, before any --shape
