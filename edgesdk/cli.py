@@ -131,6 +131,7 @@ def cmd_package(args) -> int:
                      f"{c['samples']} images{', 2-fold cross-check' if c.get('folds', 1) > 1 else ''}), "
                      f"{len(last['float_nodes'])} layer(s) in float")
     human.append("  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-"))
+    human.append(f"  report: {result.out / 'report.html'}")
     _emit(args, result.to_dict(), "\n".join(human))
     return 0
 

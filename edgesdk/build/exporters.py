@@ -157,8 +157,8 @@ def _paddle(proto, props: dict) -> ExporterInfo:
             labels, how = ["", *chars, " "], "blank first, space last"
             if isinstance(classes, int) and classes != len(labels):
                 raise EdgeSDKError(f"model metadata 'character' holds {len(chars)} characters: with CTC's blank "
-                                   f"and a space that is {len(labels)} classes, but output {proto.graph.output[0].name!r}"
-                                   f" has {classes}")
+                                   f"and a space that is {len(labels)} classes, but output "
+                                   f"{proto.graph.output[0].name!r} has {classes}")
         info.labels = labels
         info.sources["labels"] = f"PaddleOCR metadata character: {len(chars)} characters, {how} (CTC)"
         info.postprocess = {"kind": "ppocr-rec"}

@@ -25,6 +25,7 @@ from edgesdk.build.calibration import image_files
 from edgesdk.build.exporters import settle_inputs
 from edgesdk.build.parity import PARITY_FILE, REFERENCE_FILE, locate_divergence, make_feeds
 from edgesdk.build.report import host_benchmark, report_md
+from edgesdk.build.report_html import model_view, report_html
 from edgesdk.device.compare import ParityReport, Tolerance, check_parity, tolerance_for
 from edgesdk.device.preprocess import PreprocessSpec, read_image
 
@@ -274,7 +275,7 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
             "settings_from": settled.lines,  # where shapes, pre/postprocessing and labels came from
         }
         write_manifest(stage, manifest)
-        latencies = None
+        latencies, scatter = None, None
         if result.parity is not None:
             _say(progress, "benchmark on this machine")
             frames = ([read_image(p) for p in (image_list or [])[:4]] if spec else None) or None
@@ -282,14 +283,20 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
                 if profile.precision == "int8":  # what a device must reproduce: see Model.check
                     add_golden(stage, golden, "expected", [m.infer(f) for f in feeds])
                 manifest["benchmark"] = host_benchmark(m, frames or [])
+                first_out = result.artifact.outputs[0].name
+                scatter = (outputs[0][first_out], m.infer(feeds[0])[first_out], first_out)
             latencies = manifest["benchmark"].pop("latencies_ms", None)
         (stage / "report.md").write_text(report_md(manifest, latencies))
+        first_in = result.artifact.inputs[0].name
+        view = model_view(feeds[0][first_in], manifest["preprocess"]) if spec and image_list else None
+        (stage / "report.html").write_text(report_html(manifest, latencies, view, scatter), encoding="utf-8")
         write_manifest(stage, manifest)
         if sign_key is not None:
             from edgesdk.device.bundle import sign_bundle
 
             sign_bundle(stage, sign_key)
         _say(progress, f"bundle    {out}")
+        _say(progress, f"report    {out / 'report.html'}")
     tar_path = _write_tar(out) if tar else None
     return PackageResult(out, json.loads((out / "manifest.json").read_text()), tar_path)
 
