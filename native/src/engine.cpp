@@ -7,8 +7,22 @@
 #include <string>
 
 #include "edgesdk/engine.h"
+#include "engine_shapes.h"
 
 namespace edgesdk {
+
+std::string dims_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + (shape[i] < 0 ? std::string("?") : std::to_string(shape[i]));
+  return s + "]";
+}
+
+bool shape_fits(const std::vector<int64_t>& want, const std::vector<int64_t>& got) {
+  if (want.size() != got.size()) return false;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (want[i] >= 0 && want[i] != got[i]) return false;
+  return true;
+}
 
 size_t element_size(ElementType t) {
   switch (t) {

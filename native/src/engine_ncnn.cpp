@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "edgesdk/engine.h"
+#include "engine_shapes.h"
 
 #if defined(EDGESDK_WITH_NCNN)
 #include "cpu.h"
@@ -15,19 +16,6 @@
 
 namespace edgesdk {
 namespace {
-
-std::string dims_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + (shape[i] < 0 ? std::string("?") : std::to_string(shape[i]));
-  return s + "]";
-}
-
-bool shape_fits(const std::vector<int64_t>& want, const std::vector<int64_t>& got) {
-  if (want.size() != got.size()) return false;
-  for (size_t i = 0; i < want.size(); ++i)
-    if (want[i] >= 0 && want[i] != got[i]) return false;
-  return true;
-}
 
 // Layers that only read their input blob and always write a new output. A Mat over the caller's
 // memory has no reference count: a layer running in place would dereference that missing count (a

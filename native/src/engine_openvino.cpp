@@ -9,6 +9,7 @@
 #include <openvino/openvino.hpp>
 
 #include "edgesdk/engine.h"
+#include "engine_shapes.h"
 
 namespace edgesdk {
 namespace {
@@ -26,19 +27,6 @@ std::string first_line(const std::string& s) {
     pos = end + 1;
   }
   return s.substr(start, s.find('\n', start) - start);
-}
-
-std::string dims_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + (shape[i] < 0 ? std::string("?") : std::to_string(shape[i]));
-  return s + "]";
-}
-
-bool shape_fits(const std::vector<int64_t>& want, const std::vector<int64_t>& got) {
-  if (want.size() != got.size()) return false;
-  for (size_t i = 0; i < want.size(); ++i)
-    if (want[i] >= 0 && want[i] != got[i]) return false;
-  return true;
 }
 
 ElementType from_ov(const ov::element::Type& t, const std::string& what) {
