@@ -88,6 +88,20 @@ def test_reader_and_progress(calib_images):
     assert len(lines) == 5 and lines[-1].startswith("edgesdk: calibrate [" + "#" * 30 + "] 8/8")
 
 
+def test_progress_on_a_terminal_is_a_tqdm_bar():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    bar = Progress(8, "calibrate", stream=out)
+    for _ in range(8):
+        bar.update()
+    text = out.getvalue()
+    assert "\r" in text and text.rstrip().endswith("]") and "edgesdk: calibrate: 100%" in text
+    assert "8/8" in text.splitlines()[-1]
+
+
 def test_profile_quantize_table():
     s = QuantizeSettings.from_profile({"calib_images": 50, "max_top1_drop": 0.01, "method": "minmax", "seed": 2})
     assert s == QuantizeSettings(50, "minmax", 2, Budget(0.01, None))

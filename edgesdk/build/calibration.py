@@ -54,27 +54,36 @@ class FeedReader:
 
 
 class Progress:
-    """A plain-text progress bar on stderr: redrawn in place on a terminal, one line per quarter otherwise."""
+    """Progress of a long build step on stderr: tqdm's bar on a terminal; in a pipe or a log, one plain
+    line per quarter (a redrawn bar there is a wall of carriage returns)."""
 
     def __init__(self, total: int, label: str, stream: TextIO | None = None, width: int = 30):
         self.total, self.label, self.width = max(int(total), 1), label, width
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._quarter = -1
         self._t0 = time.perf_counter()
+        self._bar = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=f"edgesdk: {label}", file=self.stream, ncols=80,
+                             unit="batch", dynamic_ncols=False)
 
     def update(self, n: int = 1) -> None:
-        self.done = min(self.total, self.done + n)
+        n = min(n, self.total - self.done)
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            if self.done == self.total:
+                self._bar.close()
+            return
         quarter = 4 * self.done // self.total
-        if self._tty or quarter != self._quarter:
+        if quarter != self._quarter:
             self._quarter = quarter
             filled = self.width * self.done // self.total
-            line = (f"edgesdk: {self.label:<10}[{'#' * filled}{'.' * (self.width - filled)}] "
-                    f"{self.done}/{self.total} {time.perf_counter() - self._t0:.1f} s")
-            self.stream.write(("\r" + line) if self._tty else line + "\n")
-            if self._tty and self.done == self.total:
-                self.stream.write("\n")
+            self.stream.write(f"edgesdk: {self.label:<10}[{'#' * filled}{'.' * (self.width - filled)}] "
+                              f"{self.done}/{self.total} {time.perf_counter() - self._t0:.1f} s\n")
             self.stream.flush()
 
 
