@@ -181,7 +181,19 @@ def write_manifest(root: Path, data: dict[str, Any]) -> Path:
         if p.is_file() and p.name != MANIFEST:
             files[p.relative_to(root).as_posix()] = sha256_file(p)
     data = {**data, "schema": SCHEMA, "files": files}
-    return write_bytes(root / MANIFEST, json.dumps(data, indent=2, sort_keys=False).encode())
+    # Strict JSON (RFC 8259), as the native reader expects: a figure that is not finite (the cosine of
+    # an all-zero output) is written as null, never as a NaN/Infinity literal.
+    return write_bytes(root / MANIFEST, json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False).encode())
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if np.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 def save_golden(root: Path, feeds: list[dict[str, np.ndarray]], outputs: list[dict[str, np.ndarray]]) -> list[dict]:

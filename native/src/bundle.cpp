@@ -122,9 +122,9 @@ std::vector<TensorSpec> tensors(const json::Value& list, const std::string& wher
   const auto& items = list.as_array(where);
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string at = where + "[" + std::to_string(i) + "]";
-    const json::Value* name = items[i].find("name");
-    const json::Value* shape = items[i].find("shape");
-    const json::Value* dtype = items[i].find("dtype");
+    const auto name = items[i].find("name");
+    const auto shape = items[i].find("shape");
+    const auto dtype = items[i].find("dtype");
     if (!name || !shape || !dtype) throw BundleError(at + ": expected name, shape and dtype");
     TensorSpec t;
     t.name = name->as_string(at + ".name");
@@ -136,9 +136,9 @@ std::vector<TensorSpec> tensors(const json::Value& list, const std::string& wher
   return out;
 }
 
-const json::Value& member(const json::Value& obj, const std::string& key, const std::string& where) {
+json::Value member(const json::Value& obj, const std::string& key, const std::string& where) {
   obj.as_object(where);
-  const json::Value* v = obj.find(key);
+  const auto v = obj.find(key);
   if (!v) throw BundleError(where + ": missing key '" + key + "'");
   return *v;
 }
@@ -157,7 +157,7 @@ void read_triple(const json::Value& v, double out[3], const std::string& where) 
 PreprocessSpec preprocess_spec(const json::Value& d, const std::string& where) {
   PreprocessSpec s;
   auto str = [&](const char* key, const char* fallback) {
-    const json::Value* v = d.find(key);
+    const auto v = d.find(key);
     return v ? v->as_string(where + "." + key) : std::string(fallback);
   };
   auto choose = [&](const char* key, const std::string& got, std::initializer_list<const char*> allowed) {
@@ -181,13 +181,13 @@ PreprocessSpec preprocess_spec(const json::Value& d, const std::string& where) {
   s.layout = layout == "nhwc" ? Layout::NHWC : Layout::NCHW;
   s.dtype = dtype == "float16" ? DType::Float16 : dtype == "uint8" ? DType::UInt8 : DType::Float32;
   s.interp = interp == "nearest" ? Interp::Nearest : Interp::Bilinear;
-  if (const json::Value* pad = d.find("pad")) {
+  if (const auto pad = d.find("pad")) {
     const int64_t p = pad->as_int(where + ".pad");
     if (p < 0 || p > 255) throw BundleError(where + ".pad: expected 0..255, got " + std::to_string(p));
     s.pad = static_cast<uint8_t>(p);
   }
-  if (const json::Value* mean = d.find("mean")) read_triple(*mean, s.mean, where + ".mean");
-  if (const json::Value* std_ = d.find("std")) read_triple(*std_, s.std, where + ".std");
+  if (const auto mean = d.find("mean")) read_triple(*mean, s.mean, where + ".mean");
+  if (const auto std_ = d.find("std")) read_triple(*std_, s.std, where + ".std");
   return s;
 }
 
@@ -201,7 +201,7 @@ NcnnConfig ncnn_config(const Bundle& b, const std::string& model_dir) {
     throw BundleError(b.root + ": " + e.what());
   }
   NcnnConfig c;
-  const json::Value& meta = member(a, "meta", apath);
+  const json::Value meta = member(a, "meta", apath);
   const std::string param = member(meta, "param", apath + ": meta").as_string(apath + ": meta.param");
   const std::string bin = member(meta, "bin", apath + ": meta").as_string(apath + ": meta.bin");
   check_relpath(param, apath);
@@ -212,13 +212,13 @@ NcnnConfig ncnn_config(const Bundle& b, const std::string& model_dir) {
     if (!is_file(f)) throw BundleError(b.root + ": ncnn model file " + f + " is missing");
   const std::string precision = member(a, "precision", apath).as_string(apath + ": precision");
   c.fp16 = precision == "fp16";
-  if (const json::Value* v = meta.find("fp16_arithmetic")) c.fp16_arithmetic = c.fp16 && v->as_bool(apath + ": meta.fp16_arithmetic");
-  if (const json::Value* v = meta.find("cpu_powersave")) c.cpu_powersave = static_cast<int>(v->as_int(apath + ": meta.cpu_powersave"));
+  if (const auto v = meta.find("fp16_arithmetic")) c.fp16_arithmetic = c.fp16 && v->as_bool(apath + ": meta.fp16_arithmetic");
+  if (const auto v = meta.find("cpu_powersave")) c.cpu_powersave = static_cast<int>(v->as_int(apath + ": meta.cpu_powersave"));
   c.threads = b.threads;
   // ncnn reads weights without checking their length: an int8 param beside another build's bin
   // would load and compute garbage, so the writer recorded the size (as the Python session checks).
-  if (const json::Value* q = meta.find("int8")) {
-    if (const json::Value* size = q->find("bin_size")) {
+  if (const auto q = meta.find("int8")) {
+    if (const auto size = q->find("bin_size")) {
       struct stat st {};
       stat(c.bin.c_str(), &st);
       if (static_cast<int64_t>(st.st_size) != size->as_int(apath + ": meta.int8.bin_size"))
@@ -229,14 +229,14 @@ NcnnConfig ncnn_config(const Bundle& b, const std::string& model_dir) {
   auto blobs = [&](const char* side, std::vector<NcnnBlob>& out) {
     const std::string where = apath + ": " + side;
     const std::vector<TensorSpec> specs = tensors(member(a, side, apath), where);
-    const json::Value& map = member(meta, side, apath + ": meta");
+    const json::Value map = member(meta, side, apath + ": meta");
     for (const TensorSpec& t : specs) {
       const std::string at = apath + ": meta." + side + "." + t.name;
-      const json::Value& m = member(map, t.name, apath + ": meta." + side);
+      const json::Value m = member(map, t.name, apath + ": meta." + side);
       NcnnBlob nb;
       nb.name = t.name;
       nb.blob = member(m, "blob", at).as_string(at + ".blob");
-      const json::Value& axis = member(m, "batch_axis", at);
+      const json::Value axis = member(m, "batch_axis", at);
       nb.batch_axis = axis.is_null() ? -1 : static_cast<int>(axis.as_int(at + ".batch_axis"));
       nb.shape = t.shape;
       nb.type = t.type;
@@ -251,7 +251,7 @@ NcnnConfig ncnn_config(const Bundle& b, const std::string& model_dir) {
 Bundle parse(const std::string& root, const json::Value& m, bool verify) {
   const std::string mpath = root + "/manifest.json";
   m.as_object(mpath);
-  const json::Value* schema = m.find("schema");
+  const auto schema = m.find("schema");
   if (!schema || schema->kind() != json::Value::Kind::Number || schema->as_number("") != kSchema) {
     std::string got = !schema ? "none" : schema->kind() == json::Value::Kind::Number
                                              ? std::to_string(schema->as_int(mpath + ": schema"))
@@ -270,24 +270,24 @@ Bundle parse(const std::string& root, const json::Value& m, bool verify) {
   b.schema = kSchema;
   b.backend = m.find("backend")->as_string(mpath + ": backend");
   b.precision = m.find("precision")->as_string(mpath + ": precision");
-  const json::Value& target = *m.find("target");
+  const json::Value target = *m.find("target");
   if (target.kind() == json::Value::Kind::Object) {
-    if (const json::Value* v = target.find("name")) b.target = v->as_string(mpath + ": target.name");
-    if (const json::Value* v = target.find("arch")) b.arch = v->as_string(mpath + ": target.arch");
+    if (const auto v = target.find("name")) b.target = v->as_string(mpath + ": target.name");
+    if (const auto v = target.find("arch")) b.arch = v->as_string(mpath + ": target.arch");
   }
-  if (const json::Value* t = m.find("threads"); t && !t->is_null()) b.threads = static_cast<int>(t->as_int(mpath + ": threads"));
+  if (const auto t = m.find("threads"); t && !t->is_null()) b.threads = static_cast<int>(t->as_int(mpath + ": threads"));
   b.inputs = tensors(*m.find("inputs"), mpath + ": inputs");
   b.outputs = tensors(*m.find("outputs"), mpath + ": outputs");
 
-  const json::Value& pre = *m.find("preprocess");
+  const json::Value pre = *m.find("preprocess");
   if (!pre.is_null()) {
     b.preprocess = preprocess_spec(pre, mpath + ": preprocess");
     b.has_preprocess = true;
   }
-  const json::Value& post = *m.find("postprocess");
+  const json::Value post = *m.find("postprocess");
   if (!post.is_null()) {
-    if (const json::Value* kind = post.find("kind")) b.postprocess = kind->as_string(mpath + ": postprocess.kind");
-    if (const json::Value* k = post.find("k")) b.topk = static_cast<int>(k->as_int(mpath + ": postprocess.k"));
+    if (const auto kind = post.find("kind")) b.postprocess = kind->as_string(mpath + ": postprocess.kind");
+    if (const auto k = post.find("k")) b.topk = static_cast<int>(k->as_int(mpath + ": postprocess.k"));
   }
 
   for (const auto& kv : m.find("files")->as_object(mpath + ": files")) {
@@ -310,14 +310,14 @@ Bundle parse(const std::string& root, const json::Value& m, bool verify) {
     return std::any_of(b.files.begin(), b.files.end(), [&](const auto& f) { return f.first == rel; });
   };
 
-  const json::Value& versions = *m.find("versions");
+  const json::Value versions = *m.find("versions");
   if (versions.kind() == json::Value::Kind::Object)
     for (const auto& kv : versions.as_object(""))
       if (kv.second.kind() == json::Value::Kind::String) b.versions.emplace_back(kv.first, kv.second.as_string(""));
 
-  const json::Value& validation = *m.find("validation");
-  if (const json::Value* tol = validation.find("tolerance"))
-    if (const json::Value* c = tol->find("min_cosine"); c && !c->is_null()) b.min_cosine = c->as_number(mpath + ": validation.tolerance.min_cosine");
+  const json::Value validation = *m.find("validation");
+  if (const auto tol = validation.find("tolerance"))
+    if (const auto c = tol->find("min_cosine"); c && !c->is_null()) b.min_cosine = c->as_number(mpath + ": validation.tolerance.min_cosine");
 
   const auto& golden = m.find("golden")->as_array(mpath + ": golden");
   for (size_t i = 0; i < golden.size(); ++i) {
@@ -334,7 +334,7 @@ Bundle parse(const std::string& root, const json::Value& m, bool verify) {
     b.golden.push_back(std::move(s));
   }
 
-  if (const json::Value* labels = m.find("labels"); labels && !labels->is_null()) {
+  if (const auto labels = m.find("labels"); labels && !labels->is_null()) {
     const std::string rel = labels->as_string(mpath + ": labels");
     check_relpath(rel, mpath);
     std::ifstream f(b.path(rel));

@@ -42,7 +42,7 @@ static void write(const std::string& path, const std::string& bytes) {
 static void test_json() {
   using json::Value;
   const Value v = Value::parse(
-      "{\"a\": [1, -2.5e3, true, null, \"x\\n\\u00e9\\ud83d\\ude00\"], \"b\": {\"c\": NaN, \"d\": -Infinity}, \"a2\": 0}");
+      "{\"a\": [1, -2.5e3, true, null, \"x\\n\\u00e9\\ud83d\\ude00\"], \"b\": {\"c\": 1e308}, \"a2\": 0}");
   const auto& a = v.find("a")->as_array("a");
   CHECK(a.size() == 5);
   CHECK(a[0].as_int("a[0]") == 1);
@@ -50,18 +50,20 @@ static void test_json() {
   CHECK(a[2].as_bool("a[2]"));
   CHECK(a[3].is_null());
   CHECK(a[4].as_string("a[4]") == "x\n\xc3\xa9\xf0\x9f\x98\x80");  // é and U+1F600 from a surrogate pair
-  CHECK(std::isnan(v.find("b")->find("c")->as_number("c")));
-  CHECK(std::isinf(v.find("b")->find("d")->as_number("d")));
+  CHECK(v.find("b")->find("c")->as_number("c") == 1e308);
   CHECK(v.as_object("")[2].first == "a2");  // key order kept
-  CHECK(v.find("zz") == nullptr);
+  CHECK(!v.find("zz"));
+  CHECK(!a[0].find("zz"));  // not an object
   CHECK(contains(THROWS(json::Error, Value::parse("0.5").as_int("k")), "k: expected an integer"));
   CHECK(contains(THROWS(json::Error, a[0].as_string("inputs[0].name")), "inputs[0].name: expected a string, got a number"));
   CHECK(contains(THROWS(json::Error, Value::parse("{\n  \"a\": [1,\n  2,, 3]}")), "line 3 column 5"));
-  CHECK(contains(THROWS(json::Error, Value::parse("[1] x")), "after the JSON value"));
-  CHECK(contains(THROWS(json::Error, Value::parse("\"abc")), "unterminated string"));
+  CHECK(contains(THROWS(json::Error, Value::parse("[1] x")), "expected end of input"));
+  CHECK(contains(THROWS(json::Error, Value::parse("\"abc")), "missing closing quote"));
   CHECK(contains(THROWS(json::Error, Value::parse("\"\\ud800\"")), "surrogate"));
   CHECK(contains(THROWS(json::Error, Value::parse(std::string(1000, '['))), "nested too deeply"));
-  CHECK(contains(THROWS(json::Error, Value::parse("")), "unexpected end"));
+  CHECK(contains(THROWS(json::Error, Value::parse("")), "unexpected end of input"));
+  // RFC 8259 has no NaN/Infinity; bundle.py writes none, so one in a manifest is an error, not a number.
+  CHECK(contains(THROWS(json::Error, Value::parse("{\"c\": NaN}")), "line 1 column"));
 }
 
 static void test_sha256() {

@@ -35,10 +35,11 @@ ensure_packages() {
   fi
 }
 
-# The cross compiler, qemu-user to run its programs, the build tools, and libstb-dev (JPEG/PNG for
-# edgesdk-run; header-only, so the build machine's copy serves every target).
+# The cross compiler, qemu-user to run its programs, the build tools, nlohmann-json (the manifest
+# reader) and libstb-dev (JPEG/PNG for edgesdk-run); both header-only, so the build machine's copy
+# serves every target.
 ensure_cross() {
-  local pkgs=("g++-$TRIPLE" qemu-user libstb-dev)
+  local pkgs=("g++-$TRIPLE" qemu-user libstb-dev nlohmann-json3-dev)
   command -v cmake >/dev/null || pkgs+=(cmake)
   command -v ninja >/dev/null || pkgs+=(ninja-build)
   ensure_packages "${pkgs[@]}"
