@@ -276,6 +276,14 @@ def _demo_inputs(args):
     return models.efficientnet_lite0(), picks + [p for p in models.eval_images() if p not in picks]
 
 
+def cmd_tune(args) -> int:
+    from edgesdk.build.package import stderr_progress
+    from edgesdk.build.tune import run_tune
+
+    _emit(args, *run_tune(args, _shapes(args.shape), None if args.json else stderr_progress))
+    return 0
+
+
 def cmd_serve(args) -> int:
     from edgesdk.backends.triton.serve import serve
 
@@ -398,6 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "sets up, else PATH)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("tune", help="the fastest engine, precision and threading here that keep the accuracy")
+    s.add_argument("path", metavar="MODEL_OR_BUNDLE")
+    for flag in ("--calib", "--out", "--images"):  # --images: --runtime-only's frames (default: 720p noise)
+        s.add_argument(flag, metavar="DIR")
+    s.add_argument("--target", default="host", help="base profile: preprocessing, gate and int8 budget")
+    s.add_argument("--minutes", type=float, default=10.0)
+    s.add_argument("--objective", choices=("latency", "throughput"), default="latency")
+    s.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    s.add_argument("--shape", action="append", metavar="NAME=1x3xHxW")
+    s.add_argument("--runtime-only", action="store_true", help="tune a bundle's runtime settings (tuning.json)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("targets", help="the built-in target profiles")
     s.add_argument("--json", action="store_true")

@@ -90,8 +90,10 @@ class Model(Closable):
     outputs plus the post-processing results; infer(feeds) runs tensors as they are."""
 
     def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True,
-                 trusted_keys=None, native: bool | None = None, cache_dir: str | Path | None = None):
+                 trusted_keys=None, native: bool | None = None, cache_dir: str | Path | None = None,
+                 tuning: bool | dict = True):
         self._unpacked = self._session = None
+        self._tuning_arg = tuning
         self._pools: dict[int, ThreadPoolExecutor] = {}  # stream workers by width, kept until close()
         self._pools_lock = threading.Lock()
         try:
@@ -119,11 +121,23 @@ class Model(Closable):
         self.backend = m.backend
         self.precision = m["precision"]
         self.spec = PreprocessSpec.from_dict(m["preprocess"]) if m["preprocess"] else None
+        # `edgesdk tune` settings (tuning.json beside the manifest) fill what the caller left unset
+        from edgesdk.device.tuning import apply_omp_policy, check_settings, read_sidecar
+
+        arg = self._tuning_arg
+        tuned = (check_settings(dict(arg), "tuning") if isinstance(arg, dict) else read_sidecar(self.root) if arg
+                 else None) or {}
+        self.tuning, self.tuning_notes = tuned or None, [n for n in [apply_omp_policy(tuned.get("omp_wait_policy"))] if n]
+        self.workers = tuned.get("workers", 2)  # stream()'s default width
+        native = tuned.get("native") if native is None else native
+        threads = tuned.get("threads") if threads is None else threads
         self.threads = threads if threads is not None else (m.get("threads") or None)
         try:
             artifact = Artifact.load(self.root / MODEL_DIR)
         except BundleError as e:
             raise BundleError(f"{self.root}: {e}") from None
+        if tuned.get("cpu_powersave") is not None and artifact.backend == "ncnn":
+            artifact.meta["cpu_powersave"] = tuned["cpu_powersave"]  # read by both ncnn sessions at load
         # native: True when the engine built into edgesdk._native runs this bundle
         self._session, self.native = open_session(artifact, threads=self.threads, native=native,
                                                   manifest=m, cache_dir=cache_dir)
@@ -200,7 +214,7 @@ class Model(Closable):
     def infer_batch(self, frames: list[np.ndarray], workers: int | None = None) -> list[dict]:
         return list(self.stream(frames, workers=workers or 1))
 
-    def stream(self, frames: Iterable[np.ndarray], workers: int = 2, queue: int | None = None) -> Iterator[dict]:
+    def stream(self, frames: Iterable[np.ndarray], workers: int | None = None, queue: int | None = None) -> Iterator[dict]:
         """Results for `frames` in input order, `workers` frames in flight at once (preprocess, inference
         and postprocess of different frames overlap; the engines release the GIL). At most `queue`
         frames are read ahead; an exception from any frame is raised at its place in the order, and a
@@ -208,7 +222,8 @@ class Model(Closable):
 
         On the native engines the bundle's threads are split between the workers: each run gets
         threads // workers engine threads (at least 1), so `workers` runs fill the cores without
-        oversubscribing them (OpenVINO compiles `workers` streams)."""
+        oversubscribing them (OpenVINO compiles `workers` streams). Default width: the tuned one, else 2."""
+        workers = self.workers if workers is None else workers
         if not isinstance(workers, int) or workers < 1:
             raise EdgeSDKError(f"workers must be an integer >= 1, got {workers!r}")
         ahead = queue or 2 * workers
@@ -282,7 +297,7 @@ class Model(Closable):
 
 
 def load(path: str | Path, threads: int | None = None, verify: bool = True, trusted_keys=None,
-         native: bool | None = None, cache_dir: str | Path | None = None) -> Model:
+         native: bool | None = None, cache_dir: str | Path | None = None, tuning: bool | dict = True) -> Model:
     """Load a bundle directory (or its .tar.gz, unpacked safely into a temporary directory): manifest
     checked (schema, sha256 of every file, engine present and recent enough), session opened,
     pre/post-processing from the manifest. With `trusted_keys` (ed25519 public keys: PEM paths, bytes
@@ -290,6 +305,8 @@ def load(path: str | Path, threads: int | None = None, verify: bool = True, trus
     the engines built into edgesdk._native when it has them (`native=None`); `native=True` requires
     them, `native=False` uses the engines' Python packages (Model.native says which runs). `cache_dir`:
     where TensorRT caches the plans it builds on first load (default ~/.cache/edgesdk/engines or
-    $EDGESDK_ENGINE_CACHE), so a packed or read-only bundle is built once per device."""
+    $EDGESDK_ENGINE_CACHE), so a packed or read-only bundle is built once per device. `tuning`: the
+    bundle's tuning.json from `edgesdk tune` (threads, stream workers, native, ncnn cpu_powersave, OpenMP wait
+    policy) fills what the caller leaves unset (True), is ignored (False), or a dict replaces it."""
     return Model(path, threads=threads, verify=verify, trusted_keys=trusted_keys, native=native,
-                 cache_dir=cache_dir)
+                 cache_dir=cache_dir, tuning=tuning)

@@ -8,8 +8,9 @@ the caller passes its own value; a malformed sidecar is refused by name.
 
 Timing: candidates are measured in interleaved rounds on the same frames. Each measurement records the
 1-minute load average (os.getloadavg) and the CPU the rest of the machine used during it (/proc/stat
-minus this process); one taken while others used more than LOADED_CORES is re-timed at the end of its
-round, and the less loaded of the two is kept.
+minus this process); one taken while others used LOADED_CORES more than during the quietest measurement
+of the run (a shared machine's steady background would otherwise re-time everything) is re-timed at the end
+of its round, and the less loaded of the two is kept.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from edgesdk.errors import BundleError
 
 SIDECAR = "tuning.json"
 OMP_POLICIES = ("PASSIVE", "ACTIVE")
-LOADED_CORES = 0.5  # other processes' CPU during a measurement, in cores, above which it is re-timed
+LOADED_CORES = 0.5  # other processes' CPU during a measurement above the run's quietest, in cores: re-timed
 _KEYS = {"schema": int, "threads": (int, type(None)), "workers": int, "native": (bool, type(None)),
          "cpu_powersave": (int, type(None)), "omp_wait_policy": (str, type(None)), "objective": str,
          "measured": dict, "cpu": str, "source": str}
@@ -141,14 +142,16 @@ class LoadMeter:
         self.loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         return False
 
-    @property
-    def loaded(self) -> bool:
+    def loaded(self, quietest: float | None) -> bool:
         if self.others is not None:
-            return self.others > LOADED_CORES
+            return self.others > (quietest or 0.0) + LOADED_CORES
         return self.loadavg is not None and self.loadavg > cores()
 
 
-def measure(model, frames, workers: list[int], slice_s: float = 0.6, warm: bool = False) -> dict[int, dict]:
+_quietest: list[float] = []  # the least CPU others used during any measurement of this process's run
+
+
+def measure(model, frames, workers: list[int], slice_s: float = 0.4, warm: bool = False) -> dict[int, dict]:
     """One measurement per stream width of a loaded Model on `frames`, through device.bench: the p50 of
     one frame at a time, and frames/s with `w` frames in flight. {workers: {p50_ms, fps, others, loadavg}}."""
     from edgesdk.device.bench import benchmark
@@ -161,16 +164,20 @@ def measure(model, frames, workers: list[int], slice_s: float = 0.6, warm: bool 
     with LoadMeter() as load:
         r = benchmark(model, frames, seconds=slice_s, warmup=2)
     p50, iters = r["p50_ms"], r["iterations"]
-    out[1] = {"p50_ms": p50, "fps": r["throughput_fps"], "others": load.others, "loadavg": load.loadavg,
-              "loaded": load.loaded}
+    out[1] = {"p50_ms": p50, "fps": r["throughput_fps"], **_load(load)}
     for w in workers:
         if w == 1:
             continue
         with LoadMeter() as load:
             r = benchmark(model, frames, iters=max(2 * w, min(200, iters)), warmup=1, streams=w)
-        out[w] = {"p50_ms": p50, "fps": r["throughput_fps"], "others": load.others, "loadavg": load.loadavg,
-                  "loaded": load.loaded}
+        out[w] = {"p50_ms": p50, "fps": r["throughput_fps"], **_load(load)}
     return out
+
+
+def _load(meter: LoadMeter) -> dict:
+    if meter.others is not None:
+        _quietest[:] = [min(_quietest + [meter.others])]
+    return {"others": meter.others, "loadavg": meter.loadavg, "loaded": meter.loaded(_quietest[0] if _quietest else None)}
 
 
 @dataclass

@@ -1,0 +1,126 @@
+"""edgesdk tune: candidates packaged and gated, timed here, the winner written with its profile, Pareto table and
+runtime sidecar; --runtime-only writes the sidecar load() reads. Small budgets keep these short: the speed
+claims live in benchmarks/bench_tune.py."""
+import json
+import os
+
+import pytest
+
+from edgesdk.cli import main
+from edgesdk.errors import BundleError
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesdk: error:"), err
+    return err[0]
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--objective", "fastest"], "invalid choice: 'fastest'"),
+    (["--minutes", "0"], "--minutes must be a number > 0"),
+    (["--minutes", "-2"], "--minutes must be a number > 0"),
+    ([], "tune needs --calib DIR"),
+])
+def test_bad_input_exits_2_with_one_line(effnet_onnx, tmp_path, capsys, extra, says):
+    assert main(["tune", str(effnet_onnx), "--out", str(tmp_path / "o"), *extra]) == 2
+    assert says in _err_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_calib_folder_is_named(effnet_onnx, tmp_path, capsys):
+    assert main(["tune", str(effnet_onnx), "--out", str(tmp_path / "o"), "--calib", str(tmp_path / "nope")]) == 2
+    assert str(tmp_path / "nope") in _err_line(capsys)
+
+
+def test_runtime_only_on_a_model_file_is_refused(effnet_onnx, capsys):
+    assert main(["tune", str(effnet_onnx), "--runtime-only"]) == 2
+    line = _err_line(capsys)
+    assert str(effnet_onnx) in line and "bundle" in line
+
+
+@pytest.fixture(scope="module")
+def ort_bundle(tmp_path_factory, effnet_onnx, calib_images):
+    import edgesdk
+
+    out = tmp_path_factory.mktemp("tune") / "ort"
+    edgesdk.package(effnet_onnx, "x86-onnxruntime", out, calib=calib_images[:4])
+    return out
+
+
+@pytest.mark.slow
+def test_runtime_only_sidecar_round_trip(ort_bundle, capsys):
+    from edgesdk.device.bundle import read_manifest
+    from edgesdk.device.runtime import load
+    from edgesdk.device.tuning import SIDECAR
+
+    assert main(["tune", str(ort_bundle), "--runtime-only", "--minutes", "0.5", "--rounds", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    s = r["settings"]
+    assert r["sidecar"] == str(ort_bundle / SIDECAR) and r["table"]
+    assert any("OpenMP wait policy: not tried" in n for n in r["notes"])  # onnxruntime has its own thread pool
+    # the winner is the best row of the table for the objective
+    assert s["measured"]["p50_ms"] == pytest.approx(min(x["p50_ms"] for x in r["table"]), abs=1e-3)
+    assert SIDECAR not in read_manifest(ort_bundle)["files"]  # the device may rewrite it: not hashed, still verified
+    with load(ort_bundle) as m:
+        assert m.tuning["workers"] == s["workers"] == m.workers
+        assert m.threads == s["threads"]
+    with load(ort_bundle, threads=1, tuning=False) as m:  # the caller's own values win
+        assert m.threads == 1 and m.tuning is None and m.workers == 2
+    (ort_bundle / SIDECAR).write_text(json.dumps({"schema": 1, "threads": "four"}))
+    with pytest.raises(BundleError, match="tuning.json: threads = 'four'"):
+        load(ort_bundle)
+    (ort_bundle / SIDECAR).unlink()
+
+
+def test_omp_policy_applies_only_before_openmp_loads(monkeypatch):
+    from edgesdk.device import tuning
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(tuning, "openmp_loaded", lambda: True)
+    assert "already loaded" in tuning.apply_omp_policy("PASSIVE")
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setattr(tuning, "openmp_loaded", lambda: False)
+    assert tuning.apply_omp_policy("PASSIVE") is None and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert "from the environment kept" in tuning.apply_omp_policy("PASSIVE")
+
+
+def test_plan_reads_the_cpu_flags():
+    from edgesdk.build.tune import plan
+
+    bare, skipped = plan({}, "openvino", flags={"avx2", "f16c"})
+    assert {c.label for c in bare} == {"fp32", "int8"}
+    assert any("no fp16 arithmetic" in s for s in skipped) and any("no bf16" in s for s in skipped)
+    rich, _ = plan({}, "openvino", flags={"avx512_bf16", "avx512_fp16"})
+    labels = {c.name for c in rich}
+    assert "openvino-bf16" in labels and "openvino-fp16" in labels and "ncnn-fp16" in labels
+    assert [c.precision for c in rich][-1] == "int8"  # int8 (the slow builds) last
+
+
+@pytest.mark.slow
+def test_tune_efficientnet_writes_a_reproducible_winner(effnet_onnx, calib_dir, tmp_path, capsys):
+    from edgesdk.build.targets import load_target
+    from edgesdk.device.bundle import read_manifest
+    from edgesdk.device.runtime import load
+
+    out = tmp_path / "tuned"
+    assert main(["tune", str(effnet_onnx), "--calib", str(calib_dir), "--out", str(out), "--minutes", "1.5",
+                 "--rounds", "1", "--objective", "throughput", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    rows, w = r["candidates"], r["winner"]
+    assert w["fps"] == max(x["fps"] for x in rows)  # the objective decides
+    assert all(x["cosine_min"] >= 0.999 for x in rows)  # every timed candidate passed its gate
+    assert r["pareto"]["throughput"] and r["winner_index"] in r["pareto"]["throughput"]
+    if r["stopped_early"]:  # a minute and a half leaves out int8 builds: said so, by name
+        assert any("time budget" in s for s in r["skipped"])
+    manifest = read_manifest(out)  # hashes hold after tune added its files
+    assert {"tuned.toml", "tune.json", "report.md"} <= set(manifest["files"])
+    assert "Tuned on this machine" in (out / "report.md").read_text()
+    assert json.loads((out / "tune.json").read_text())["winner"]["candidate"] == w["candidate"]
+    profile = load_target(out / "tuned.toml")
+    assert (profile.engine, profile.streams) == (w["engine"], w["workers"])
+    assert profile.precision == manifest["precision"] and manifest["target"]["name"] == profile.name
+    with load(out) as m:
+        assert (m.backend, m.workers, m.native) == (w["engine"], w["workers"], w["native"])
+        assert m.threads == w["threads"]
