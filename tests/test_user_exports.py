@@ -70,3 +70,34 @@ def test_shape_overrides_and_undetermined_dims_named(tmp_path, effnet_dynamic_on
     with pytest.raises(EdgeSDKError, match=r"input 'x' .*nothing determines dims \['p2o.DynamicDimension.1', "
                                            r"'p2o.DynamicDimension.2'\].*--shape x=1x3x\?x\?"):
         edgesdk.package(ppocr_det_onnx, "x86-openvino", tmp_path / "det")
+
+
+def test_ppocr_rec_int8_openvino_without_inputs_or_quantize(tmp_path, ppocr_rec_onnx, text_image):
+    """PP-OCRv4 rec int8 for OpenVINO from a profile with no [inputs] and no [quantize]. convert_model
+    fuses each Conv with its batch norm and renames it, so the default float layers (stem, depthwise)
+    are found through the graph, not by name."""
+    import cv2
+
+    page = cv2.imread(str(text_image))
+    lines = []
+    for k, y in enumerate((40, 60, 80)):  # three lines of the page's paragraph
+        lines.append(tmp_path / f"line{k}.png")
+        cv2.imwrite(str(lines[-1]), page[y:y + 28])
+    toml = tmp_path / "rec.toml"
+    toml.write_text('schema = 1\nname = "rec"\nengine = "openvino"\nprecision = "int8"\narch = "x86_64"\n')
+    man = edgesdk.package(ppocr_rec_onnx, toml, tmp_path / "b", calib=lines).manifest
+    assert man["inputs"][0]["shape"] == [1, 3, 48, 320] and (tmp_path / "b" / "manifest.json").is_file()
+    q, v = man["quantization"], man["validation"]
+    # the stem and every depthwise convolution float, though OpenVINO renamed them all
+    assert "p2o.Conv.1" in q["float_layers"] and len(q["float_layers"]) == 15, q["float_layers"]
+    assert not any("stays int8" in n for n in q["notes"]), q["notes"]
+    assert q["budget"]["min_cosine"] == 0.99
+    check = q["steps"][-1]["check"]
+    assert q["calibration_images"] + q["held_back_images"] == len(lines) and check["samples"] == q["held_back_images"]
+    assert check["passed"] and check["cosine_min"] >= 0.99, check
+    # the parity gate's own figures on its samples (they include the calibration lines): reported, and
+    # its verdict agrees with them; on three lines it lands near the 0.99 line either side
+    assert v["outputs"] and 0.95 < v["cosine_min"] <= 1.0 and v["max_abs"] is not None, v
+    assert v["passed"] == all(o["passed"] for o in v["outputs"]), v
+    print(json.dumps({"check": check, "fallback": q["fallback"], "notes": q["notes"],
+                      "validation": {k: v[k] for k in ("cosine_min", "max_abs", "passed")}}))

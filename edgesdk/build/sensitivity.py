@@ -20,12 +20,12 @@ def layer_sensitivity(model: Path, calibration: list[dict], samples: list[dict],
     import onnx
 
     from edgesdk.backends.base import first_line as _first_line
-    from edgesdk.backends.onnxruntime.convert import quantize_qdq
+    from edgesdk.backends.onnxruntime.convert import at_qdq_opset, quantize_qdq
     from edgesdk.build.model import load_model
 
     if not samples:
         raise EdgeSDKError("layer sensitivity needs at least one sample")
-    float_model = load_model(model)
+    float_model = at_qdq_opset(load_model(model))  # the opset quantize_qdq writes the QDQ model at
     with tempfile.TemporaryDirectory(prefix="edgesdk-sens-") as work:
         qdq_path = Path(work) / "qdq.onnx"
         quantize_qdq(model, qdq_path, ConvertOptions(precision="int8", calibration=calibration[:SENSITIVITY_CALIBRATION],

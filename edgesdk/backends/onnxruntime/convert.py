@@ -21,6 +21,25 @@ CALIBRATION_METHODS = {"kl": "Entropy", "minmax": "MinMax", "aciq": "Percentile"
 NEVER_QUANTIZE = ("Softmax",)
 ENGINE_KEYS = ("reduce_range",)
 
+QDQ_MIN_OPSET = 13  # per-channel DequantizeLinear takes an axis from opset 13 on
+
+
+def at_qdq_opset(proto):
+    """`proto` at opset 13 or later (converted, node names kept): onnxruntime's quantizer writes
+    per-channel DequantizeLinear with an axis without raising the opset, which an opset-12 model
+    (PP-OCRv4) then cannot load."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), QDQ_MIN_OPSET)
+    if opset >= QDQ_MIN_OPSET:
+        return proto
+    try:
+        return version_converter.convert_version(proto, QDQ_MIN_OPSET)
+    except Exception as e:
+        raise ConversionError(f"int8 needs opset {QDQ_MIN_OPSET} for per-channel weights; converting the "
+                              f"model from opset {opset} failed: {first_line(e)}") from e
+
+
 def quantize_qdq(model: Path, out: Path, options: ConvertOptions, reduce_range: bool = False,
                  tensorrt_ops: tuple[str, ...] | None = None) -> list[str]:
     """onnxruntime's static quantizer in QDQ form: int8 weights per output channel, symmetric;
@@ -71,10 +90,12 @@ def quantize_qdq(model: Path, out: Path, options: ConvertOptions, reduce_range: 
         with quiet_build_tools(), tempfile.TemporaryDirectory(prefix="edgesdk-qdq-") as work:
             from edgesdk.build.compat_tables import IR_MAX
 
-            if proto.ir_version > IR_MAX["onnxruntime"]:
+            raised = at_qdq_opset(proto)
+            if proto.ir_version > IR_MAX["onnxruntime"] or raised is not proto:
                 # onnx.helper writes IR 14 by default; onnxruntime loads only up to IR_MAX, and its
                 # quantizer reloads the model it augments. Same graph, older IR stamp.
-                proto.ir_version = IR_MAX["onnxruntime"]
+                proto = raised
+                proto.ir_version = min(proto.ir_version, IR_MAX["onnxruntime"])
                 source = Path(work) / "model.onnx"
                 onnx.save(proto, str(source))
             quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,

@@ -92,31 +92,93 @@ def _check_ranges(inputs: list[TensorInfo], ranges: dict, source: Path) -> None:
             raise ModelError(f"{source}: input {name!r}: range min {list(r.min)} must be >= 1 and <= max {list(r.max)}")
 
 
-def ignored_ops(ov_model, proto, nodes: list[str], source: Path) -> list[str]:
-    """OpenVINO op names for ONNX nodes to keep in float. convert_model names an op after its ONNX
-    node or, for some ops, after the node's output tensor, and splits some nodes in two: Conv with a
-    bias becomes '<name>/WithoutBiases' + '<name>', Gemm '<..>/WithoutBiases' + an Add named after
-    the output. Every op whose name is the node's or an output's, or starts with one plus '/', is taken."""
+# OpenVINO op types an ONNX node that holds weights becomes, and the ONNX ops that convert_model folds
+# into it when they scale or shift its output by constants (BatchNormalization, or the Mul + Add that
+# exporters such as paddle2onnx write for it).
+_COUNTERPARTS = {"Conv": {"Convolution", "GroupConvolution"},
+                 "ConvTranspose": {"ConvolutionBackpropData", "GroupConvolutionBackpropData"},
+                 "Gemm": {"MatMul"}, "MatMul": {"MatMul"}}
+_FOLDED_ONNX = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
+_FOLDED_OV = {"Add", "Multiply", "Subtract", "Divide"}
+_FOLD_STEPS = 4
+
+
+def ignored_ops(ov_model, proto, nodes: list[str], source: Path) -> tuple[list[str], list[str]]:
+    """OpenVINO op names for ONNX nodes to keep in float, and the nodes that have none.
+
+    convert_model names an op after its ONNX node or, for some ops, after the node's output tensor,
+    and splits some nodes in two: Conv with a bias becomes '<name>/WithoutBiases' + '<name>', Gemm
+    '<..>/WithoutBiases' + an Add named after the output; every op whose name is the node's or an
+    output's, or starts with one plus '/', is taken. A Conv followed by a batch norm is fused with
+    it and both names are lost (PP-OCRv4's 'p2o.Conv.1' becomes 'Multiply_11081'): then the node is
+    found through the graph, from the first ONNX tensor after it that OpenVINO still names, back up
+    through the folded Add/Multiply ops to the convolution. A node found neither way (fused into
+    something else) is returned in the second list, for the caller to report: it stays int8."""
     outputs = {n.name: list(n.output) for n in proto.graph.node}
     missing = [n for n in nodes if n not in outputs]
     if missing:
         raise ConversionError(f"{source}: nodes to keep in float {missing} are not in the model")
-    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
+    ops = list(ov_model.get_ordered_ops())
+    names = [op.get_friendly_name() for op in ops]
     found: list[str] = []
+    lost: list[str] = []
     for node in nodes:
         keys = [node, *outputs[node]]
         hits = [n for n in names if any(n == k or n.startswith(k + "/") for k in keys)]
         if not hits:
-            raise ConversionError(f"{source}: ONNX node {node!r} has no counterpart in the OpenVINO model")
+            hit = _through_folds(ops, proto, node)
+            hits = [hit] if hit else []
+        if not hits:
+            lost.append(node)
         found.extend(h for h in hits if h not in found)
-    return found
+    return found, lost
+
+
+def _through_folds(ops, proto, node_name: str) -> str | None:
+    """The OpenVINO op an ONNX node was fused into with the constant scale/shift ops after it."""
+    by_tensor = {name: op for op in ops for port in op.outputs() for name in port.get_names()}
+    node = next(n for n in proto.graph.node if n.name == node_name)
+    want = _COUNTERPARTS.get(node.op_type)
+    if not want:
+        return None
+    consts = {i.name for i in proto.graph.initializer}
+    consts.update(o for n in proto.graph.node if n.op_type == "Constant" for o in n.output)
+    consumers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    tensor = node.output[0]
+    for _ in range(_FOLD_STEPS):  # forward in ONNX through one constant scale/shift op at a time
+        users = consumers.get(tensor, [])
+        if len(users) != 1 or users[0].op_type not in _FOLDED_ONNX or len(users[0].output) != 1:
+            return None
+        user = users[0]
+        if any(i != tensor and i and i not in consts for i in user.input):
+            return None
+        tensor = user.output[0]
+        if tensor in by_tensor:
+            break
+    else:
+        return None
+    op = by_tensor[tensor]
+    for _ in range(_FOLD_STEPS + 1):  # back up in OpenVINO through the folded ops to the weights' op
+        if op.get_type_name() in want:
+            return op.get_friendly_name()
+        if op.get_type_name() not in _FOLDED_OV:
+            return None
+        ins = [v.get_node() for v in op.input_values() if v.get_node().get_type_name() != "Constant"]
+        if len(ins) != 1:
+            return None
+        op = ins[0]
+    return None
 
 
 def quantize_int8(ov_model, proto, options: ConvertOptions, source: Path):
     """NNCF post-training quantization: int8 weights per channel and activations per tensor
     (NNCF's performance preset), fast bias correction; ONNX nodes in options.exclude stay float.
     calib_method "minmax" takes NNCF's min/max range estimator; "kl" and "aciq" its default, which
-    NNCF has no KL or ACIQ counterpart of."""
+    NNCF has no KL or ACIQ counterpart of. Returns the model and the nodes that stayed int8 because
+    convert_model fused them into an op that has no counterpart of theirs (see ignored_ops)."""
     try:
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -127,7 +189,7 @@ def quantize_int8(ov_model, proto, options: ConvertOptions, source: Path):
 
     if not options.calibration:
         raise ConversionError(f"{source}: int8 needs calibration feeds (images through the target's preprocessing)")
-    ignored = ignored_ops(ov_model, proto, options.exclude, source)
+    ignored, lost = ignored_ops(ov_model, proto, options.exclude, source)
     in_ports = list(ov_model.inputs)
     data = [{i: feed[_port_onnx_name(port, feed)] for i, port in enumerate(in_ports)} for feed in options.calibration]
     extra = {}
@@ -137,7 +199,7 @@ def quantize_int8(ov_model, proto, options: ConvertOptions, source: Path):
     try:
         with quiet_build_tools():
             return nncf.quantize(ov_model, nncf.Dataset(data), subset_size=len(data),
-                                 ignored_scope=nncf.IgnoredScope(names=ignored), **extra)
+                                 ignored_scope=nncf.IgnoredScope(names=ignored), **extra), lost
     except Exception as e:
         raise ConversionError(f"{source}: NNCF quantization failed: {first_line(e)}") from e
 
@@ -209,8 +271,10 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
 
     meta = {}
     if options.precision == "int8":
-        ov_model = quantize_int8(ov_model, proto, options, model)
-        meta = {"float_nodes": list(options.exclude), "calib_method": options.calib_method}
+        ov_model, lost = quantize_int8(ov_model, proto, options, model)
+        meta = {"float_nodes": [n for n in options.exclude if n not in lost], "calib_method": options.calib_method}
+        if lost:  # quantize_stage reports them: asked for float, quantized anyway
+            meta["float_nodes_lost"] = lost
     with staged_dir(out_dir) as tmp:
         try:
             # int8's float layers store fp16 weights (computed in f32): fp16 weights leave top-1 and
