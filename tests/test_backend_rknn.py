@@ -3,6 +3,7 @@ real models and photos, parity in the toolkit's x86 simulator. The board side (R
 run here: it is tested up to that boundary."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,23 +149,24 @@ def test_effnet_rk3588_npu_int8_bundle(tmp_path, effnet_onnx, calib_dir):
 @needs_env
 def test_ppocr_det_rk3588_npu_int8_bundle(tmp_path, ppocr_det_onnx, calib_images, text_image):
     """PP-OCRv4 det (320x320 on the NPU) with a cosine budget: calibration photos plus a text page, so the
-    held-back and parity images include one that makes the detector fire."""
+    held-back and parity images include one that makes the detector fire. On a photo without text the
+    probability map is ~0 everywhere and its cosine says nothing: the budget judges such a sample by
+    max-abs within the int8 atol, as the parity gate does, and the text page by cosine."""
     calib = tmp_path / "calib"
     calib.mkdir()
     for p in [*calib_images[:20], text_image]:
         (calib / p.name).symlink_to(p)
     profile = tmp_path / "det.toml"
     profile.write_text(OCR_DET_PROFILE)
-    try:
-        res = edgesdk.package(ppocr_det_onnx, profile, tmp_path / "b", calib=calib)
-    except ParityError as e:
-        assert "best reached" in str(e), str(e)
-        print(f"\nrk3588-npu PP-OCRv4 det: {e}")
-        return
-    m = res.manifest
-    _print_bundle("rk3588-npu PP-OCRv4 det", m)
-    assert m["quantization"]["steps"][-1]["check"]["passed"]
-    assert [o["name"] for o in m["validation"]["outputs"]] == [o["name"] for o in m["outputs"]]
+    # The simulator misses it where the map fires: 14 of 21 photos barely fire and hold on max-abs
+    # (5.8e-06), 3 of the 7 judged by cosine are under 0.98 (worst 0.80) with 12 layers in float.
+    with pytest.raises(ParityError) as e:
+        edgesdk.package(ppocr_det_onnx, profile, tmp_path / "b", calib=calib)
+    print(f"\nrk3588-npu PP-OCRv4 det: {e.value}")
+    # the best result names how many samples the max-abs rule held and the cosine of the others
+    assert re.search(r"best reached .*; \d+ barely firing held by max-abs \S+ <= atol 0.05, [1-9]\d* judged by "
+                     r"cosine \(min [01]\.\d+, [1-9]\d* under\)", str(e.value)), str(e.value)
+    assert not (tmp_path / "b").exists()
 
 
 @needs_env

@@ -53,6 +53,7 @@ class BudgetCheck:
     max_abs: float | None = None  # worst |int8 - fp32| over the samples judged by it
     atol: float | None = None
     missed: int = 0  # samples under the cosine budget and over the atol
+    judged_cosine_min: float | None = None  # over the samples not held on max-abs: the cosine that counts
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -64,8 +65,9 @@ class BudgetCheck:
         mean = "" if self.cosine_mean is None else f", mean {self.cosine_mean:.4f}"
         how = " by 2-fold cross-check" if self.folds > 1 else ""
         gaps = f" (fp32 gaps of the flips: {', '.join(f'{g:.3g}' for g in self.flip_gaps)})" if self.flip_gaps else ""
-        near = (f"; {self.near_zero} barely firing held by max-abs {self.max_abs:.3g} <= atol {self.atol:g}"
-                if self.near_zero else "")
+        near = (f"; {self.near_zero} barely firing held by max-abs {self.max_abs:.3g} <= atol {self.atol:g}, "
+                f"{self.samples - self.near_zero} judged by cosine (min {self.judged_cosine_min:.4f}, "
+                f"{self.missed} under)" if self.near_zero else "")
         return f"{drop}cosine min {self.cosine_min:.4f}{mean} on {self.samples} images{how}{gaps}{near}"
 
 
@@ -82,21 +84,22 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget, folds: int 
         raise EdgeSDKError("[quantize] max_top1_drop needs a classifier output ([N, classes]); "
                            "this model has none: give min_cosine instead")
     drop = None if decided is None else (flips / decided if decided else 0.0)
-    atol, near, missed, worst = TOLERANCES["int8"].atol, 0, 0, None
+    atol, near, missed, worst, judged = TOLERANCES["int8"].atol, 0, 0, None, []
     if budget.min_cosine is not None:
         for ref, got in zip(refs, gots):
             errs = [(cosine(r, got[n]), _max_abs(r, got[n])) for n, r in ref.items()]
-            if all(c >= budget.min_cosine for c, _ in errs):
-                continue
-            if all(c >= budget.min_cosine or m <= atol for c, m in errs):
+            if all(c >= budget.min_cosine for c, _ in errs) or not all(
+                    c >= budget.min_cosine or m <= atol for c, m in errs):
+                judged.append(min(c for c, _ in errs))
+                missed += judged[-1] < budget.min_cosine
+            else:
                 near += 1
                 worst = max([worst or 0.0] + [m for c, m in errs if c < budget.min_cosine])
-            else:
-                missed += 1
     ok = (budget.max_top1_drop is None or drop <= budget.max_top1_drop + 1e-9) and not missed
     cos_mean = float(np.mean([o.cosine_mean for o in report.outputs])) if report.outputs else None
     return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), _flip_gaps(refs, gots),
-                       cos_mean, decided, flips, folds, near, worst, atol if near else None, missed)
+                       cos_mean, decided, flips, folds, near, worst, atol if near else None, missed,
+                       min(judged) if judged else None)
 
 
 def _max_abs(ref, got) -> float:
