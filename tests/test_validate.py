@@ -89,8 +89,11 @@ def test_budget_check_names_the_fp32_gap_of_each_top1_flip():
             {"logits": np.array([[0.0, 0.5, 4.0]])}]
     gots = [{"logits": np.array([[1.98, 2.0, 0.0]])}, {"logits": np.array([[3.0, 0.1, 1.0]])},
             {"logits": np.array([[3.0, 0.5, 2.0]])}]
-    check = check_budget(refs, gots, Budget(max_top1_drop=0.5))
-    assert check.top1_drop == pytest.approx(2 / 3) and not check.passed
+    # Top-1 counts the photos fp32 decides (the first, 2.0 vs 1.99, is a near-tie): 1 flip of 2; every
+    # flip's fp32 gap is still named.
+    check = check_budget(refs, gots, Budget(max_top1_drop=0.4))
+    assert check.top1_drop == pytest.approx(1 / 2) and check.decided == 2 and not check.passed
     assert check.flip_gaps == [0.01, 4.0]
-    assert "fp32 gaps of the flips: 0.01, 4" in check.describe()
+    assert "1 of 2 decided photos" in check.describe() and "fp32 gaps of the flips: 0.01, 4" in check.describe()
+    assert check_budget(refs, gots, Budget(max_top1_drop=0.5)).passed
     assert check_budget(refs[1:2], gots[1:2], Budget(max_top1_drop=0.0)).flip_gaps == []
