@@ -14,36 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lock=tools/lock-rknn.txt
 py="${PYTHON:-python3}"
-root="${EDGESDK_CACHE:-$HOME/.cache/edgesdk}/rknn"
-key="$(sha256sum "$lock" | cut -c1-16)"
-env="$root/$key"
+source tools/tool_env.sh
 
-if [ ! -f "$env/.complete" ]; then
+if ! tool_env_paths rknn "$lock"; then
   ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   if [ "$ver" != 3.11 ] || [ "$(uname -m)" != x86_64 ]; then
     echo "rknn_env.sh: rknn-toolkit2 2.5.0 ships for python 3.11 on x86_64; $py is $ver on $(uname -m)" \
          "(set PYTHON=python3.11)" >&2
     exit 2
   fi
-  mkdir -p "$root"
-  exec 9>"$root/.lock"
-  flock 9  # a second caller waits for the first build instead of racing it
-  if [ ! -f "$env/.complete" ]; then
-    echo "rknn_env.sh: building $env from $lock" >&2
-    start=$(date +%s)
-    rm -rf "$env"
-    PYTHONNOUSERSITE=1 "$py" -m venv "$env"
-    # pip warns once per package about this machine's unreadable extra index folders: noise, not news.
-    PYTHONNOUSERSITE=1 "$env/bin/python" -m pip install -q --no-deps -r "$lock" 2>&1 \
-      | { grep -v "^WARNING: Location '.*' is ignored" || true; } >&2
-    [ "${PIPESTATUS[0]}" = 0 ]
-    # The toolkit imports torch, onnx and onnxruntime at import time: this is the check that the set works.
-    "$env/bin/python" -c 'from rknn.api import RKNN' >/dev/null
-    cp "$lock" "$env/lock-rknn.txt"
-    touch "$env/.complete"
-    ln -sfn "$key" "$root/current"
-    echo "rknn_env.sh: done in $(( $(date +%s) - start )) s" >&2
-  fi
+  # The toolkit imports torch, onnx and onnxruntime at import time: this is the check that the set works.
+  tool_env_finish() { "$env/bin/python" -c 'from rknn.api import RKNN' >/dev/null; }
+  tool_env_build "$py"
 fi
 ln -sfn "$key" "$root/current"
 echo "$env/bin/python"

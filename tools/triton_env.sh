@@ -19,29 +19,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lock=tools/lock-triton.txt
 py="${PYTHON:-python3}"
-root="${EDGESDK_CACHE:-$HOME/.cache/edgesdk}/triton"
-key="$(sha256sum "$lock" | cut -c1-16)"
-env="$root/$key"
+source tools/tool_env.sh
 
-if [ ! -f "$env/.complete" ]; then
+if ! tool_env_paths triton "$lock"; then
   ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   if [ "$(uname -m)" != x86_64 ] || ! "$py" -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 13))'; then
     echo "triton_env.sh: nvidia-pytriton 0.7.0 ships tritonserver for x86_64 and python 3.8-3.13;" \
          "$py is $ver on $(uname -m) (set PYTHON=python3.11)" >&2
     exit 2
   fi
-  mkdir -p "$root"
-  exec 9>"$root/.lock"
-  flock 9  # a second caller waits for the first build instead of racing it
-  if [ ! -f "$env/.complete" ]; then
-    echo "triton_env.sh: building $env from $lock" >&2
-    start=$(date +%s)
-    rm -rf "$env"
-    PYTHONNOUSERSITE=1 "$py" -m venv "$env"
-    # pip warns once per package about this machine's unreadable extra index folders: noise, not news.
-    PYTHONNOUSERSITE=1 "$env/bin/python" -m pip install -q --no-deps -r "$lock" 2>&1 \
-      | { grep -v "^WARNING: Location '.*' is ignored" || true; } >&2
-    [ "${PIPESTATUS[0]}" = 0 ]
+  tool_env_finish() {
     site="$("$env/bin/python" -c 'import pytriton, os; print(os.path.dirname(os.path.dirname(pytriton.__file__)))')"
     wheel="$site/pytriton/tritonserver"
     mkdir -p "$env/backends/python"
@@ -59,10 +46,8 @@ EOF
     chmod +x "$env/bin/tritonserver"
     # The set works: the engines and the client import beside numpy 1.26.
     "$env/bin/python" -c 'import numpy, ncnn, openvino, onnxruntime, tritonclient.http, tritonclient.grpc' >/dev/null
-    cp "$lock" "$env/lock-triton.txt"
-    touch "$env/.complete"
-    echo "triton_env.sh: done in $(( $(date +%s) - start )) s" >&2
-  fi
+  }
+  tool_env_build "$py"
 fi
 ln -sfn "$key" "$root/current"
 echo "$env/bin/tritonserver"
