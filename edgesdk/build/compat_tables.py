@@ -165,7 +165,8 @@ def tensorrt_table(version: str):
 
 
 # ---------------------------------------------------------------------------- ONNX Runtime
-# microsoft/onnxruntime docs/OperatorKernels.md, CPUExecutionProvider, as registered in ORT 1.31.1
+# microsoft/onnxruntime docs/OperatorKernels.md, CPUExecutionProvider, as registered in ORT 1.32.0 (the
+# locked version; 1.32 added GatedDeltaNet, GatherPacked, MoEGroupRouter, VarlenCausalConvWithState)
 # (the page is generated from the registered kernels, so it is the complete list). Constant is
 # folded into initializers and needs no kernel; ops ONNX defines as functions are expanded.
 ONNXRUNTIME_SUPPORTED = {
@@ -202,14 +203,15 @@ ONNXRUNTIME_SUPPORTED = {
         CausalConvWithState ConvTransposeWithDynamicPads CropAndResize DecoderMaskedMultiHeadAttention
         DequantizeLinear DynamicQuantizeLSTM DynamicQuantizeMatMul DynamicTimeWarping
         EmbedLayerNormalization EngramGate ExpandDims FastGelu FusedConv FusedGemm FusedMatMul GatedAdd
-        GatedRMSNorm GatherBlockQuantized GatherND Gelu GreedySearch GridSample GroupQueryAttention
-        HyperConnectionPostMix HyperConnectionPreMix Inverse LinearAttention LinearAttentionGate
+        GatedDeltaNet GatedRMSNorm GatherBlockQuantized GatherND GatherPacked Gelu GreedySearch GridSample
+        GroupQueryAttention HyperConnectionPostMix HyperConnectionPreMix Inverse LinearAttention LinearAttentionGate
         MRotaryEmbedding MatMulBnb4 MatMulFpQ4 MatMulInteger16 MatMulIntegerToFloat MatMulNBits
-        MaxpoolWithMask MoE MultiHeadAttention MurmurHash3 NGramHashMapping NGramRepeatBlock NhwcMaxPool
-        Pad QAttention QEmbedLayerNormalization QGemm QLinearAdd QLinearAveragePool QLinearConcat
+        MaxpoolWithMask MoE MoEGroupRouter MultiHeadAttention MurmurHash3 NGramHashMapping NGramRepeatBlock
+        NhwcMaxPool         Pad QAttention QEmbedLayerNormalization QGemm QLinearAdd QLinearAveragePool QLinearConcat
         QLinearConv QLinearGlobalAveragePool QLinearLeakyRelu QLinearMul QLinearSigmoid QLinearSoftmax
         QLinearWhere QMoE QuantizeLinear QuickGelu Range RotaryEmbedding SampleOp Sampling ScaledSiLU
         SkipLayerNormalization SkipSimplifiedLayerNormalization SparseAttention SparseToDenseMatMul
+        VarlenCausalConvWithState
         Tokenizer TransposeMatMul Trilu UnfoldTensor Unique VarlenNGramHashMapping WhisperBeamSearch
         WordConvEmbedding
     """),
