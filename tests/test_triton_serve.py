@@ -79,25 +79,49 @@ def frames(eval_images):
     return [read_image(p) for p in eval_images[:4]]
 
 
+_REPOS: dict[str, Path] = {}
+
+
+def _repo(engine, tmp_path_factory, effnet_onnx, calib_dir) -> Path:
+    """An EfficientNet-Lite0 model repository (triton-cpu) with `engine` inside, built once per run."""
+    if engine not in _REPOS:
+        from edgesdk.build.targets import TARGETS_DIR
+
+        tmp = tmp_path_factory.mktemp(f"triton-{engine}")
+        profile = (TARGETS_DIR / "triton-cpu.toml").read_text()
+        if engine != "openvino":
+            profile = profile.replace('bundle_engine = "openvino"', f'bundle_engine = "{engine}"')
+            profile = "\n".join(line for line in profile.splitlines() if not line.startswith("hint"))
+        (tmp / "profile.toml").write_text(profile)
+        result = edgesdk.package(effnet_onnx, tmp / "profile.toml", tmp / "repo", calib=calib_dir)
+        assert result.manifest["backend"] == engine
+        _REPOS[engine] = tmp / "repo"
+    return _REPOS[engine]
+
+
 @pytest.fixture(scope="module", params=["openvino", "ncnn"])
 def repo(request, tmp_path_factory, effnet_onnx, calib_dir):
-    """An EfficientNet-Lite0 model repository (triton-cpu) with the engine inside."""
-    from edgesdk.build.targets import TARGETS_DIR
+    return _repo(request.param, tmp_path_factory, effnet_onnx, calib_dir)
 
-    tmp = tmp_path_factory.mktemp(f"triton-{request.param}")
-    profile = (TARGETS_DIR / "triton-cpu.toml").read_text()
-    if request.param != "openvino":
-        profile = profile.replace('bundle_engine = "openvino"', f'bundle_engine = "{request.param}"')
-        profile = "\n".join(line for line in profile.splitlines() if not line.startswith("hint"))
-    (tmp / "profile.toml").write_text(profile)
-    result = edgesdk.package(effnet_onnx, tmp / "profile.toml", tmp / "repo", calib=calib_dir)
-    assert result.manifest["backend"] == request.param
-    return tmp / "repo"
+
+@pytest.fixture(scope="module")
+def ov_repo(tmp_path_factory, effnet_onnx, calib_dir):
+    """The OpenVINO repository, for the tests that need one server's behaviour, not each engine's."""
+    return _repo("openvino", tmp_path_factory, effnet_onnx, calib_dir)
 
 
 def bundle_of(repo: Path) -> Path:
     (bundle,) = repo.glob("*/1/bundle")
     return bundle
+
+
+@pytest.fixture(scope="module")
+def ov_server(ov_repo):
+    log = open(ov_repo.parent / "ov-server.log", "w")
+    srv = Server(ov_repo, free_port(), free_port(), log=log).start()
+    yield srv
+    srv.stop()
+    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +154,8 @@ def test_served_outputs_equal_edgesdk_load_over_http_and_grpc(server, repo, fram
 
 
 @needs_server
-def test_eight_clients_two_hundred_requests_each_without_errors(server, repo, frames, tmp_path):
-    if "ncnn" in repo.parent.name:
-        pytest.skip("the load test runs once, on the OpenVINO repository")
-    got = run_job(tmp_path, "load", server, {f"frame{i}": f for i, f in enumerate(frames)}, clients=8, requests=200)
+def test_eight_clients_two_hundred_requests_each_without_errors(ov_server, ov_repo, frames, tmp_path):
+    got = run_job(tmp_path, "load", ov_server, {f"frame{i}": f for i, f in enumerate(frames)}, clients=8, requests=200)
     assert got["error_count"] == 0, got["errors"]
     assert got["ok"] == 8 * 200
 
@@ -153,11 +175,9 @@ def test_bad_requests_name_the_input_and_the_server_keeps_serving(server, repo, 
 
 
 @needs_server
-def test_server_killed_mid_load_and_restarted_loads_the_repository_again(repo, frames, tmp_path):
-    if "ncnn" in repo.parent.name:
-        pytest.skip("runs once, on the OpenVINO repository")
+def test_server_killed_mid_load_and_restarted_loads_the_repository_again(ov_repo, frames, tmp_path):
     log = (tmp_path / "server.log").open("w")
-    srv = Server(repo, free_port(), free_port(), log=log).start()
+    srv = Server(ov_repo, free_port(), free_port(), log=log).start()
     np.savez(tmp_path / "load-data.npz", frame0=frames[0])
     job = {"kind": "load", "data": str(tmp_path / "load-data.npz"), "out": "", "clients": 4, "requests": 10_000,
            "urls": {"http": f"127.0.0.1:{srv.http_port}", "grpc": srv.grpc_url}}
@@ -179,7 +199,7 @@ def test_server_killed_mid_load_and_restarted_loads_the_repository_again(repo, f
     got = json.loads(out.strip().splitlines()[-1])
     assert got["ok"] > 0 and got["error_count"] > 0  # served until killed, then refused
 
-    with (tmp_path / "server2.log").open("w") as log, Server(repo, srv.http_port, srv.grpc_port, log=log) as again:
+    with (tmp_path / "server2.log").open("w") as log, Server(ov_repo, srv.http_port, srv.grpc_port, log=log) as again:
         assert set(again.model_states().values()) == {"READY"}
         got = run_job(tmp_path, "faults", again, {"frame0": frames[0], "tensor0": np.zeros((1, 3, 224, 224),
                                                                                             np.float32)},
@@ -188,11 +208,9 @@ def test_server_killed_mid_load_and_restarted_loads_the_repository_again(repo, f
 
 
 @needs_server
-def test_a_tampered_bundle_fails_to_load_with_the_hash_error_in_the_log(repo, tmp_path):
-    if "ncnn" in repo.parent.name:
-        pytest.skip("runs once, on the OpenVINO repository")
-    tampered = tmp_path / "repo"
-    shutil.copytree(repo, tampered)
+def test_a_tampered_bundle_fails_to_load_with_the_hash_error_in_the_log(ov_repo, tmp_path):
+    tampered = tmp_path / "ov_repo"
+    shutil.copytree(ov_repo, tampered)
     target = next(p for p in sorted((bundle_of(tampered) / "model").iterdir()) if p.suffix == ".bin")
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -205,11 +223,9 @@ def test_a_tampered_bundle_fails_to_load_with_the_hash_error_in_the_log(repo, tm
 
 
 @needs_server
-def test_serve_cli_prints_endpoints_and_stops_on_sigint(repo, tmp_path):
-    if "ncnn" in repo.parent.name:
-        pytest.skip("runs once, on the OpenVINO repository")
+def test_serve_cli_prints_endpoints_and_stops_on_sigint(ov_repo, tmp_path):
     http, grpc = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgesdk", "serve", str(repo), "--http-port", str(http),
+    proc = subprocess.Popen([sys.executable, "-m", "edgesdk", "serve", str(ov_repo), "--http-port", str(http),
                              "--grpc-port", str(grpc)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines = []
     try:
