@@ -270,3 +270,22 @@ def test_convert_writes_the_artifact_without_the_engine(backend, effnet_onnx, tm
     got = json.loads(r.stdout)
     assert got["passed"] is None and "not validated here" in got["notes"][0]
     assert all((tmp_path / "out" / f).is_file() for f in got["files"])
+
+
+@needs_server
+@pytest.mark.parametrize("triton_backend, precision", [("onnxruntime", "fp32"), ("openvino", "fp32"),
+                                                       ("tensorrt", "fp16")])
+def test_native_repositories_pass_the_servers_config_parsing(triton_backend, precision, effnet_onnx, tmp_path):
+    """This server has the python backend only: a native repository must get as far as looking for its
+    backend library, which it reaches only after parsing config.pbtxt (a config error stops earlier)."""
+    from edgesdk.backends.base import ConvertOptions
+    from edgesdk.backends.triton import TritonBackend
+
+    art = TritonBackend().convert(effnet_onnx, tmp_path / "repo", ConvertOptions(
+        precision=precision, engine={"model_name": "effnet", "triton_backend": triton_backend}))
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log, pytest.raises(EdgeSDKError, match="exited with code"):
+        Server(art.root, free_port(), free_port(), log=log).start()
+    log = log_path.read_text()
+    assert "Error parsing text-format" not in log and "failed to read text proto" not in log, log[-3000:]
+    assert f"unable to find backend library for backend '{triton_backend}'" in log, log[-3000:]
