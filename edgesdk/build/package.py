@@ -111,15 +111,25 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
         _say(progress, f"convert   {backend} {precision}")
         options = ConvertOptions(precision=precision, shapes=shapes, ranges=ranges, engine=dict(engine_options or {}),
                                  preprocess=spec)
-        quant = None
-        if precision == "int8":
+
+        def convert_from(graph: Path):
+            if precision != "int8":
+                return be.convert(graph, stage, options), None, options
             from edgesdk.build.quantize import QuantizeSettings, quantize_stage
 
             settings = quantize if isinstance(quantize, QuantizeSettings) else QuantizeSettings.from_profile(quantize)
-            artifact, quant, options = quantize_stage(be, opt.path, stage, options, image_list, spec, settings,
-                                                      threads, progress)
-        else:
-            artifact = be.convert(opt.path, stage, options)
+            return quantize_stage(be, graph, stage, options, image_list, spec, settings, threads, progress)
+
+        try:
+            artifact, quant, options = convert_from(opt.path)
+        except UnsupportedOpError as e:
+            retry = getattr(be, "retry_on_dynamic_graph", None)
+            if not (shapes and retry and retry(e)):
+                raise
+            _say(progress, f"convert   {e.ops} left unlowered at fixed shapes: retrying on the model slimmed "
+                           "with dynamic dims, the converter fixing the shapes")
+            dynamic = optimize(model, Path(work) / "dynamic.onnx")
+            artifact, quant, options = convert_from(dynamic.path)
         seconds["convert"] = time.perf_counter() - t
 
         t = time.perf_counter()

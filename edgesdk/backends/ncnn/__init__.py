@@ -27,6 +27,13 @@ class NcnnBackend:
 
         return convert(Path(model), Path(out_dir), options)
 
+    def retry_on_dynamic_graph(self, error) -> bool:
+        """pnnx recognises some patterns (an attention block's q/k/v split) only while their shape
+        arithmetic is still in the graph; slimming at fixed shapes folds it into constant reshapes that
+        pnnx leaves unlowered (Tensor.reshape, torch.unbind). Such a failure is worth one retry on the
+        model slimmed with its dims dynamic, pnnx fixing the shapes itself."""
+        return bool(error.ops) and all("." in op for op in error.ops)  # pnnx/torch names, not ONNX op types
+
     def open(self, artifact: Artifact, threads: int | None = None):
         from edgesdk.backends.ncnn.session import NcnnSession
 
