@@ -124,3 +124,21 @@ def test_tune_efficientnet_writes_a_reproducible_winner(effnet_onnx, calib_dir, 
     with load(out) as m:
         assert (m.backend, m.workers, m.native) == (w["engine"], w["workers"], w["native"])
         assert m.threads == w["threads"]
+
+
+def test_rounds_past_the_deadline_still_time_one_configuration():
+    """Builds that used up --minutes leave one measured configuration (and a summary saying the rounds
+    were cut), not an empty result."""
+    import time
+
+    from edgesdk.device.tuning import time_rounds
+
+    calls = []
+
+    def run(unit, first):
+        calls.append(unit)
+        return {1: {"loaded": False, "others": 0.0, "loadavg": 0.0, "p50_ms": 1.0, "fps": 1.0}}
+
+    timed, done = time_rounds(["a", "b", "c"], run, rounds=3, deadline=time.monotonic() - 1)
+    assert calls == ["a"] and done == 0
+    assert len(timed[0].rounds[1]) == 1 and not timed[1].rounds and not timed[2].rounds

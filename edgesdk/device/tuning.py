@@ -215,7 +215,9 @@ def time_rounds(units: list, run: Callable[[object, bool], dict[int, dict]], rou
         order = order[r % len(order):] + order[: r % len(order)] if order else order
         pending: dict[int, dict] = {}
         for i in order:
-            if time.monotonic() > deadline:  # keep what this round measured: a unit may have no other
+            # Past the deadline, keep what this round measured (a unit may have no other); the first
+            # measurement is taken even then, so builds that ate the budget still leave one timed winner.
+            if time.monotonic() > deadline and (pending or done):
                 for j, res in pending.items():
                     timed[j].add(res)
                 return timed, done
