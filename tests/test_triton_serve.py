@@ -115,22 +115,22 @@ def bundle_of(repo: Path) -> Path:
     return bundle
 
 
+def _serving(repo: Path, log_name: str):
+    """A tritonserver on `repo` for the fixture's lifetime, its log beside the repository."""
+    with open(repo.parent / log_name, "w") as log:
+        srv = Server(repo, free_port(), free_port(), log=log).start()
+        yield srv
+        srv.stop()
+
+
 @pytest.fixture(scope="module")
 def ov_server(ov_repo):
-    log = open(ov_repo.parent / "ov-server.log", "w")
-    srv = Server(ov_repo, free_port(), free_port(), log=log).start()
-    yield srv
-    srv.stop()
-    log.close()
+    yield from _serving(ov_repo, "ov-server.log")
 
 
 @pytest.fixture(scope="module")
 def server(repo):
-    log = open(repo.parent / "server.log", "w")
-    srv = Server(repo, free_port(), free_port(), log=log).start()
-    yield srv
-    srv.stop()
-    log.close()
+    yield from _serving(repo, "server.log")
 
 
 @needs_server

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgesdk.errors import BundleError, EdgeSDKError, ModelError
+from edgesdk.errors import BundleError, ConversionError, EdgeSDKError, ModelError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_FILE = "artifact.json"
@@ -146,6 +146,16 @@ def missing_module(module: str, hint: str) -> str | None:
     except ImportError:
         return hint
     return None
+
+
+def check_engine_options(backend: str, engine: dict, schema: dict[str, type]) -> None:
+    """A profile's [engine_options] against a backend's {name: type}: unknown names and wrong types named."""
+    unknown = sorted(set(engine) - set(schema))
+    if unknown:
+        raise ConversionError(f"{backend} backend: unknown engine option(s) {unknown}; known: {sorted(schema)}")
+    for key, kind in schema.items():
+        if key in engine and not isinstance(engine[key], kind):
+            raise ConversionError(f"{backend} backend: engine option {key} must be {kind.__name__}, got {engine[key]!r}")
 
 
 def check_feeds(inputs: list[TensorInfo], feeds, source: str) -> None:

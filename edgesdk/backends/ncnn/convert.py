@@ -26,7 +26,7 @@ from edgesdk.build.model import (dim_values,
                                  op_census,
                                  type_name)
 from edgesdk.atomic import staged_dir
-from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo
+from edgesdk.backends.base import Artifact, ConvertOptions, TensorInfo, check_engine_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PARAM_FILE = "model.param"
@@ -322,12 +322,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions) -> Artifact:
 def _engine_options(options: ConvertOptions) -> dict:
     """The engine knobs, checked, for meta: fp16_arithmetic (ARMv8.2 fp16 math, fp16 builds only) and
     cpu_powersave (ncnn's core selection: 2 pins big cores on big.LITTLE boards such as the RK3588)."""
-    unknown = sorted(set(options.engine) - set(ENGINE_OPTIONS))
-    if unknown:
-        raise ConversionError(f"ncnn backend: unknown engine option(s) {unknown}; known: {sorted(ENGINE_OPTIONS)}")
-    for key, kind in ENGINE_OPTIONS.items():
-        if key in options.engine and not isinstance(options.engine[key], kind):
-            raise ConversionError(f"ncnn backend: engine option {key} must be {kind.__name__}, got {options.engine[key]!r}")
+    check_engine_options("ncnn", options.engine, ENGINE_OPTIONS)
     if options.engine.get("fp16_arithmetic") and options.precision != "fp16":
         raise ConversionError(f"ncnn backend: fp16_arithmetic needs precision fp16, not {options.precision}")
     powersave = options.engine.get("cpu_powersave", 0)

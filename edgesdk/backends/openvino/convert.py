@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgesdk.errors import BackendUnavailable, ConversionError, EdgeSDKError, ModelError, UnsupportedOpError
 from edgesdk.backends.probe import Probe, engine_label, key_line, report_names
-from edgesdk.backends.base import PRECISIONS, Artifact, ConvertOptions, TensorInfo, first_line
+from edgesdk.backends.base import PRECISIONS, Artifact, ConvertOptions, TensorInfo, check_engine_options, first_line
 from edgesdk.backends.openvino.session import BIN_FILE, HINTS, INFERENCE_PRECISIONS, XML_FILE, ov_module, port_index
 
 # A profile's [engine_options] this backend takes; they travel in the artifact to the session.
@@ -16,12 +16,7 @@ SESSION_OPTIONS = {"device": str, "hint": str, "inference_precision": str}
 
 
 def session_options(engine: dict, precision: str) -> dict:
-    unknown = sorted(set(engine) - set(SESSION_OPTIONS))
-    if unknown:
-        raise ConversionError(f"openvino backend: unknown engine option(s) {unknown}; known: {sorted(SESSION_OPTIONS)}")
-    for key, kind in SESSION_OPTIONS.items():
-        if key in engine and not isinstance(engine[key], kind):
-            raise ConversionError(f"openvino backend: engine option {key} must be {kind.__name__}, got {engine[key]!r}")
+    check_engine_options("openvino", engine, SESSION_OPTIONS)
     if engine.get("hint", "LATENCY") not in HINTS:
         raise ConversionError(f"openvino backend: hint {engine['hint']!r} is not one of {', '.join(HINTS)}")
     if engine.get("inference_precision", "f32") not in INFERENCE_PRECISIONS:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.backends.base import Artifact, Closable, ConvertOptions, TensorInfo, check_feeds
+from edgesdk.backends.base import Artifact, Closable, ConvertOptions, TensorInfo, check_engine_options, check_feeds
 from edgesdk.backends.rknn.env import PLATFORMS, rknn_python
 from edgesdk.backends.rknn.session import RKNN_FILE, npu_inputs, shaped_outputs
 from edgesdk.errors import BackendUnavailable, ConversionError, EdgeSDKError, ModelError
@@ -136,12 +136,7 @@ def _save_inputs(worker: Worker, arrays: list[np.ndarray]) -> list[str]:
 
 
 def engine_settings(engine: dict) -> dict:
-    unknown = sorted(set(engine) - set(ENGINE_OPTIONS))
-    if unknown:
-        raise ConversionError(f"rknn backend: unknown engine option(s) {unknown}; known: {sorted(ENGINE_OPTIONS)}")
-    for key, kind in ENGINE_OPTIONS.items():
-        if key in engine and not isinstance(engine[key], kind):
-            raise ConversionError(f"rknn backend: engine option {key} must be {kind.__name__}, got {engine[key]!r}")
+    check_engine_options("rknn", engine, ENGINE_OPTIONS)
     from edgesdk.backends.rknn.session import CORE_MASKS
 
     platform = engine.get("platform", "rk3588")
