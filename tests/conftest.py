@@ -74,6 +74,19 @@ def text_image() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reads_the_page():
+    """Checks OCR text of text_image (skimage's page(): a scanned page of scikit-image's segmentation
+    tutorial): its heading word for word and most of its paragraph's words."""
+    def check(text: str) -> None:
+        assert "Region-based segmentation" in text, text
+        words = set(text.lower().replace(".", " ").replace(",", " ").split())
+        assert len(words & {"markers", "coins", "background", "pixels", "label", "object", "histogram",
+                            "determine", "unambiguously", "first"}) >= 7, text
+
+    return check
+
+
+@pytest.fixture(scope="session")
 def linear_relu_onnx() -> Path:
     return models.linear_relu()
 
