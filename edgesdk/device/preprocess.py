@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgesdk.device.native import native_module as _native_module  # a name the tests swap out
 from edgesdk.errors import EdgeSDKError
 
 RESIZE_MODES = ("letterbox", "stretch")
@@ -161,14 +162,6 @@ def preprocess_reference(frame: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         out = ((canvas - mean) * inv_std).astype(spec.dtype)
     out = out.transpose(2, 0, 1) if spec.layout == "nchw" else out
     return np.ascontiguousarray(out[None])
-
-
-def _native_module():
-    try:
-        from edgesdk import _native
-    except ImportError:  # a source checkout without the built extension
-        return None
-    return _native
 
 
 def preprocess(frame: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
