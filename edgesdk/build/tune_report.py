@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 
 
+def accuracy(row: dict) -> float:
+    """A row's place on the accuracy axis: the cosine against ONNX Runtime of the samples whose output fires
+    (build.tune._firing_accuracy); every sample barely firing and held by max-abs within the int8 atol: 1.0
+    (nothing left for the cosine to tell apart); not measured: the parity gate's cosine."""
+    if row.get("accuracy") is not None:
+        return row["accuracy"]
+    return 1.0 if row.get("near_zero") else row["cosine_min"]
+
+
 def pareto(rows: list[dict], speed: str) -> list[int]:
-    """Indices of `rows` no other row beats on both `speed` ("p50_ms": lower is better, "fps": higher)
-    and accuracy (cosine against ONNX Runtime, higher is better)."""
-    sign = 1 if speed == "p50_ms" else -1
+    """Indices of `rows` no other row beats on both `speed` (a key ending in _ms: lower is better, e.g.
+    rank_ms; else higher, e.g. rank_fps) and accuracy() (higher is better)."""
+    sign = 1 if speed.endswith("_ms") else -1
+    acc = [accuracy(r) for r in rows]
     front = []
     for i, a in enumerate(rows):
-        beaten = any(sign * b[speed] <= sign * a[speed] and b["cosine_min"] >= a["cosine_min"]
-                     and (sign * b[speed] < sign * a[speed] or b["cosine_min"] > a["cosine_min"])
+        beaten = any(sign * b[speed] <= sign * a[speed] and acc[j] >= acc[i]
+                     and (sign * b[speed] < sign * a[speed] or acc[j] > acc[i])
                      for j, b in enumerate(rows) if j != i)
         if not beaten:
             front.append(i)
@@ -53,19 +63,27 @@ def _ms(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _held(r: dict) -> str:
+    if not r.get("near_zero"):
+        return "-"
+    return f"{r['near_zero']}/{r['accuracy_samples']} (max-abs {r['near_zero_max_abs']:.2g})"
+
+
 def table_md(result: dict) -> list[str]:
     rows = result["candidates"]
-    lines = ["| candidate | session | threads | workers | p50 ms | frames/s | cosine vs ORT | top-1 | int8 top-1 drop "
-             "| load avg | front |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| candidate | session | threads | workers | worst-round p50 ms | p50 ms | worst-round frames/s | "
+             "accuracy (cosine vs ORT, firing samples) | barely firing, held by max-abs | top-1 | int8 top-1 drop "
+             "| load avg | front |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows):
         front = ",".join(k for k, f in (("latency", result["pareto"]["latency"]),
                                          ("throughput", result["pareto"]["throughput"])) if i in f) or "-"
         top1 = "-" if r["top1"] is None else f"{r['top1']:.3f}"
         drop = "-" if r["top1_drop"] is None else f"{r['top1_drop']:.3f}"
         mark = " **winner**" if i == result["winner_index"] else ""
-        lines.append(f"| {r['candidate']}{mark} | {r['session']} | {r['threads'] or 'default'} | {r['workers']} | "
-                     f"{_ms(r['p50_ms'])} | {r['fps']:.1f} | {r['cosine_min']:.5f} | {top1} | {drop} | "
-                     f"{_ms(r['loadavg'])} | {front} |")
+        over = " (over the free cores: loaded timing)" if r.get("over_free_cores") else ""
+        lines.append(f"| {r['candidate']}{mark} | {r['session']} | {r['threads'] or 'default'} | {r['workers']}{over} | "
+                     f"{_ms(r['rank_ms'])} | {_ms(r['p50_ms'])} | {r['rank_fps']:.1f} | {accuracy(r):.5f} | {_held(r)} "
+                     f"| {top1} | {drop} | {_ms(r['loadavg'])} | {front} |")
     return lines
 
 
@@ -73,12 +91,20 @@ def report_section(result: dict) -> str:
     w = result["winner"]
     lines = ["", "## Tuned on this machine (edgesdk tune)", "",
              f"Objective: {result['objective']}. Winner: {w['candidate']} on the {w['session']} session, "
-             f"{w['threads'] or 'default'} engine thread(s), {w['workers']} stream worker(s): p50 {w['p50_ms']:.2f} ms, "
-             f"{w['fps']:.1f} frames/s, cosine {w['cosine_min']:.5f} against ONNX Runtime. "
-             f"{result['rounds']} interleaved round(s) on {result['frames']} real frames, {result['cores']} cores; "
-             f"load average {result['load']['min']:.2f}-{result['load']['max']:.2f} during timing. "
+             f"{w['threads'] or 'default'} engine thread(s), {w['workers']} stream worker(s): worst-round p50 "
+             f"{w['rank_ms']:.2f} ms (median {w['p50_ms']:.2f} ms), {w['rank_fps']:.1f} frames/s in the worst round, "
+             f"accuracy {accuracy(w):.5f} (cosine against ONNX Runtime of the samples that fire). "
+             f"Ranked by the {result['rank_by']}. "
+             f"{result['rounds']} interleaved round(s) on {result['frames']} real frames, {result['cores']} cores, "
+             f"{result['free_cores']} free when timing began (others kept {result['load']['others_cores_before']:.2f} "
+             f"busy); load average {result['load']['min']:.2f}-{result['load']['max']:.2f} during timing. "
              f"`tuned.toml` rebuilds this bundle; tuning.json holds the runtime settings load() applies.", ""]
     lines += table_md(result)
+    held = [r for r in result["candidates"] if r.get("near_zero")]
+    if held:
+        lines += ["", f"Barely firing: a sample whose output stays near zero (cosine under the int8 gate's, max-abs "
+                      f"within its atol {held[0]['near_zero_atol']:g}, as the int8 budget judges it) is held by its "
+                      "max-abs and left out of the accuracy cosine, which says nothing there."]
     if result["failed"]:
         lines += ["", "Failed the gate or the build:", ""]
         lines += [f"- {f['candidate']}: {f['why']}" for f in result["failed"]]
@@ -92,7 +118,9 @@ def report_section(result: dict) -> str:
 def summary_text(result: dict) -> str:
     w = result["winner"]
     out = [f"winner: {w['candidate']} ({w['session']}, threads {w['threads'] or 'default'}, workers {w['workers']}): "
-           f"p50 {w['p50_ms']:.2f} ms, {w['fps']:.1f} fps, cosine {w['cosine_min']:.5f}",
+           f"worst-round p50 {w['rank_ms']:.2f} ms (median {w['p50_ms']:.2f}), {w['rank_fps']:.1f} fps, "
+           f"accuracy {accuracy(w):.5f}",
+           f"ranked by the {result['rank_by']}; {result['free_cores']} of {result['cores']} cores free when timing began",
            f"bundle {result['out']} (profile {result['profile']})", ""]
     out += table_md(result)
     out += [f"failed: {f['candidate']}: {f['why']}" for f in result["failed"]]

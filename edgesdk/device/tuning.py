@@ -10,11 +10,18 @@ Timing: candidates are measured in interleaved rounds on the same frames. Each m
 1-minute load average (os.getloadavg) and the CPU the rest of the machine used during it (/proc/stat
 minus this process); one taken while others used LOADED_CORES more than during the quietest measurement
 of the run (a shared machine's steady background would otherwise re-time everything) is re-timed at the end
-of its round, and the less loaded of the two is kept.
+of its round, and the less loaded of the two is kept (the other's figures stay beside it as the loaded timing).
+
+Ranking: a configuration is ranked by its worst round (RANK_BY), not by the median of its rounds: the
+median can rest on one quiet moment, and a configuration that fills every core (ncnn's OpenMP threads
+spinning at their barriers) is the one that slows most when the rest of the machine wakes up. Nor are more
+engine threads x stream workers offered than the cores others leave free (free_cores); a configuration
+that the load measured during its own rounds leaves oversubscribed is ranked by its loaded timing.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -28,6 +35,7 @@ from edgesdk.errors import BundleError
 SIDECAR = "tuning.json"
 OMP_POLICIES = ("PASSIVE", "ACTIVE")
 LOADED_CORES = 0.5  # other processes' CPU during a measurement above the run's quietest, in cores: re-timed
+RANK_BY = "worst round's p50 (latency) and worst round's frames/s (throughput) across the interleaved rounds"
 _KEYS = {"schema": int, "threads": (int, type(None)), "workers": int, "native": (bool, type(None)),
          "cpu_powersave": (int, type(None)), "omp_wait_policy": (str, type(None)), "objective": str,
          "measured": dict, "cpu": str, "source": str}
@@ -108,11 +116,46 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def free_cores(others: float | None, total: int | None = None) -> int:
+    """Cores left for this process's engine threads x stream workers while the rest of the machine keeps
+    `others` cores busy (its CPU use, rounded to the nearest core): `total` (os.cpu_count()) less those,
+    at most the cores this process may run on, at least one."""
+    total = (os.cpu_count() or 1) if total is None else total
+    busy = math.floor(max(0.0, others or 0.0) + 0.5)
+    return max(1, min(total - busy, cores()))
+
+
+def others_now(seconds: float = 1.0) -> float:
+    """The cores the rest of the machine keeps busy now (this process idles meanwhile); the 1-minute load
+    average where /proc/stat cannot be read."""
+    with LoadMeter() as load:
+        time.sleep(seconds)
+    if load.others is not None:
+        return load.others
+    return load.loadavg or 0.0
+
+
 def runtime_grid(n: int | None = None) -> tuple[list[int], list[int]]:
-    """Engine threads and stream workers worth trying on n cores: 1, n/2, n (and 2 workers)."""
+    """Engine threads and stream workers worth trying on n cores (default: all this process may use):
+    1, n/2, n (and 2 workers). Pair them with fits() so threads x workers stay within the n cores."""
     n = n or cores()
     threads = sorted({1, max(1, n // 2), n})
     return threads, sorted({1, min(2, n), n})
+
+
+def offered(free: int, native: bool) -> list[tuple[int, list[int]]]:
+    """(engine threads, stream widths) worth timing on `free` cores: runtime_grid(free), each width kept only
+    where threads x workers fit the free cores (fits)."""
+    threads, workers = runtime_grid(free)
+    return [(t, [w for w in workers if fits(t, w, free, native)]) for t in threads]
+
+
+def fits(threads: int | None, workers: int, free: int, native: bool = False) -> bool:
+    """Whether a Model with `threads` engine threads (None: the engine's default, all cores) streaming
+    `workers` frames at once stays within `free` cores. Native sessions split the threads between the
+    workers (Model.stream: threads // workers each, at least 1); Python sessions run `threads` per worker."""
+    t = threads or cores()
+    return (max(1, t // workers) if native else t) * workers <= free
 
 
 # ---------------------------------------------------------------------------- timing
@@ -190,16 +233,43 @@ class Timed:
         for w, m in results.items():
             self.rounds.setdefault(w, []).append(m)
 
-    def summary(self, w: int) -> dict | None:
+    def summary(self, w: int, loaded: bool = False) -> dict | None:
+        """The rounds' figures for width w: the median (p50_ms, fps), and what ranks (rank_ms, rank_fps: see
+        rank()). loaded: rank by the loaded timing of a re-timed round, not the quieter one kept."""
         ms = self.rounds.get(w)
         if not ms:
             return None
         others = [m["others"] for m in ms if m["others"] is not None]
+        peaks = [x for m in ms for x in (m["others"], m.get("loaded_others")) if x is not None]
         loads = [m["loadavg"] for m in ms if m["loadavg"] is not None]
+        p50s = [m.get("loaded_p50_ms", m["p50_ms"]) if loaded else m["p50_ms"] for m in ms]
+        fpss = [m.get("loaded_fps", m["fps"]) if loaded else m["fps"] for m in ms]
+        rank_ms, rank_fps = rank(p50s, fpss)
         return {"p50_ms": statistics.median(m["p50_ms"] for m in ms), "fps": statistics.median(m["fps"] for m in ms),
+                "rank_ms": rank_ms, "rank_fps": rank_fps, "p50_rounds_ms": [round(x, 3) for x in p50s],
                 "rounds": len(ms), "loaded_rounds": sum(m["loaded"] for m in ms), "retimed": self.retimed,
                 "others_cores": round(max(others), 2) if others else None,
+                "others_cores_peak": round(max(peaks), 2) if peaks else None,  # re-timed-away measurements too
                 "loadavg": round(max(loads), 2) if loads else None}
+
+
+def rank(p50s: list[float], fpss: list[float]) -> tuple[float, float]:
+    """What ranks a configuration (RANK_BY): its worst round, the highest per-round p50 and the lowest
+    per-round frames/s. A configuration that was fast only while the machine was quiet loses to one that
+    stays fast in every round."""
+    return max(p50s), min(fpss)
+
+
+def _retimed(first: dict[int, dict], again: dict[int, dict]) -> dict[int, dict]:
+    """Per width, the less loaded of two measurements, with the slower figures of the pair beside it
+    (loaded_p50_ms, loaded_fps): what an oversubscribed configuration is ranked by."""
+    out = {}
+    for w, m in first.items():
+        pair = (m, again.get(w, m))
+        out[w] = {**min(pair, key=lambda x: x["others"] or 0.0), "loaded_p50_ms": max(x["p50_ms"] for x in pair),
+                  "loaded_fps": min(x["fps"] for x in pair),
+                  "loaded_others": max((x["others"] for x in pair if x["others"] is not None), default=None)}
+    return out
 
 
 def time_rounds(units: list, run: Callable[[object, bool], dict[int, dict]], rounds: int, deadline: float,
@@ -224,9 +294,8 @@ def time_rounds(units: list, run: Callable[[object, bool], dict[int, dict]], rou
             pending[i] = run(units[i], r == 0)
         for i, res in pending.items():
             if any(m["loaded"] for m in res.values()) and time.monotonic() < deadline:
-                again = run(units[i], False)
                 timed[i].retimed += 1
-                res = {w: min(m, again.get(w, m), key=lambda x: x["others"] or 0.0) for w, m in res.items()}
+                res = _retimed(res, run(units[i], False))
             timed[i].add(res)
         done += 1
         if progress:
