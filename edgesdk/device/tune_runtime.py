@@ -39,13 +39,15 @@ def frames_for(model, images: str | Path | None) -> list:
     return [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
 
 
-def plan(bundle: Path) -> tuple[list[dict], list[int], list[str | None], list[str]]:
-    """(units, stream widths, OpenMP policies, notes): what is worth trying for this bundle here."""
+def plan(bundle: Path, free: int) -> tuple[list[dict], list[int], list[str | None], list[str]]:
+    """(units, stream widths, OpenMP policies, notes): what is worth trying for this bundle on `free` cores.
+    Each unit names its own widths: engine threads x workers within the free cores (device.tuning.offered);
+    the bundle's defaults (the baseline) are timed at every width of the grid."""
     from edgesdk.backends import registry
     from edgesdk.backends.base import Artifact
     from edgesdk.device.bundle import MODEL_DIR, read_manifest
     from edgesdk.device.native import NativeSession
-    from edgesdk.device.tuning import OMP_POLICIES, big_little, runtime_grid
+    from edgesdk.device.tuning import OMP_POLICIES, big_little, offered, runtime_grid
 
     manifest = read_manifest(bundle)
     artifact = Artifact.load(manifest.root / MODEL_DIR)
@@ -62,7 +64,7 @@ def plan(bundle: Path) -> tuple[list[dict], list[int], list[str | None], list[st
         notes.append(f"Python session: {why}")
     if not natives:
         raise EdgeSDKError(f"{bundle}: no session can run this {artifact.backend} bundle here")
-    threads, workers = runtime_grid()
+    _, workers = runtime_grid(free)
     powersave: list[int | None] = [None]
     policies: list[str | None] = [None]
     if artifact.backend == "ncnn":
@@ -73,8 +75,9 @@ def plan(bundle: Path) -> tuple[list[dict], list[int], list[str | None], list[st
             notes.append("ncnn cpu_powersave: not tried, every core has the same maximum frequency (no big.LITTLE)")
     else:
         notes.append(f"OpenMP wait policy: not tried, {artifact.backend} does not run on OpenMP threads")
-    units = [{"threads": None, "native": None, "cpu_powersave": None}]  # the bundle's defaults: the baseline
-    units += [{"threads": t, "native": n, "cpu_powersave": p} for n in natives for t in threads for p in powersave]
+    units = [{"threads": None, "native": None, "cpu_powersave": None, "widths": workers}]  # the bundle's defaults
+    units += [{"threads": t, "native": n, "cpu_powersave": p, "widths": ws}
+              for n in natives for t, ws in offered(free, n) for p in powersave]
     return units, workers, policies, notes
 
 
@@ -95,7 +98,7 @@ def _measure_units(bundle: Path, units: list[dict], workers: list[int], images, 
                               tuning={"cpu_powersave": unit["cpu_powersave"]})
         if frames is None:
             frames = frames_for(models[i], images)
-        return measure(models[i], frames, workers, slice_s, warm=first)
+        return measure(models[i], frames, unit["widths"], slice_s, warm=first)
 
     try:
         timed, _ = time_rounds(units, run, 1, deadline)
@@ -124,16 +127,19 @@ def tune_runtime(bundle: str | Path, minutes: float = 2.0, objective: str = "lat
                  rounds: int = 3, progress: Callable[[str], None] | None = None) -> dict:
     """Time the runtime settings of a bundle and write the best into its tuning.json. Returns the table."""
     from edgesdk.device.bench import cpu_name
-    from edgesdk.device.tuning import write_sidecar
+    from edgesdk.device.tuning import RANK_BY, free_cores, others_now, rank, write_sidecar
 
     check_budget(minutes, objective)
     bundle = Path(bundle)
-    units, workers, policies, notes = plan(bundle)
+    others = others_now()
+    free = free_cores(others)
+    units, workers, policies, notes = plan(bundle, free)
     t0 = time.monotonic()
     deadline = t0 + minutes * 60
     slice_s = 0.5
     say = progress or (lambda msg: None)
-    say(f"runtime-only: {len(units)} settings x {len(policies)} OpenMP wait policies x workers {workers}, "
+    say(f"runtime-only: {len(units)} settings x {len(policies)} OpenMP wait policies x workers {workers} "
+        f"(others keep {others:.2f} of {os.cpu_count()} cores busy: threads x workers within {free}), "
         f"{rounds} rounds, {minutes:g} min")
     got: dict[tuple, list[dict]] = {}
     done = 0
@@ -156,27 +162,32 @@ def tune_runtime(bundle: str | Path, minutes: float = 2.0, objective: str = "lat
         raise EdgeSDKError(f"{bundle}: the time budget ({minutes:g} min) ended before one setting was timed")
     rows = []
     for (policy, i, w), ms in got.items():
-        rows.append({**units[i], "omp_wait_policy": policy, "workers": w,
+        unit = {k: v for k, v in units[i].items() if k != "widths"}
+        rank_ms, rank_fps = rank([m["p50_ms"] for m in ms], [m["fps"] for m in ms])
+        rows.append({**unit, "omp_wait_policy": policy, "workers": w,
                      "p50_ms": statistics.median(m["p50_ms"] for m in ms), "fps": statistics.median(m["fps"] for m in ms),
-                     "rounds": len(ms), "loaded_rounds": sum(m["loaded"] for m in ms),
-                     "loadavg": max((m["loadavg"] or 0) for m in ms)})
-    key = (lambda x: (x["p50_ms"], -x["fps"])) if objective == "latency" else (lambda x: (-x["fps"], x["p50_ms"]))
+                     "rank_ms": rank_ms, "rank_fps": rank_fps, "rounds": len(ms),
+                     "loaded_rounds": sum(m["loaded"] for m in ms), "loadavg": max((m["loadavg"] or 0) for m in ms)})
+    key = ((lambda x: (x["rank_ms"], -x["rank_fps"])) if objective == "latency"
+           else (lambda x: (-x["rank_fps"], x["rank_ms"])))
     rows.sort(key=key)
     best = rows[0]
     if objective == "latency":  # the width changes throughput only: the best one for these settings
         same = lambda x: all(x[k] == best[k] for k in ("threads", "native", "cpu_powersave", "omp_wait_policy"))  # noqa: E731
-        best = {**max(filter(same, rows), key=lambda x: x["fps"]), "p50_ms": best["p50_ms"]}
+        best = {**max(filter(same, rows), key=lambda x: x["rank_fps"]), "p50_ms": best["p50_ms"],
+                "rank_ms": best["rank_ms"]}
     base = [x for x in rows if x["threads"] is None and x["native"] is None and x["omp_wait_policy"] is None]
     base = next((x for x in base if x["workers"] == 2), base[0] if base else None)
     settings = {k: best[k] for k in ("threads", "workers", "native", "cpu_powersave", "omp_wait_policy")}
     settings.update(objective=objective, cpu=cpu_name(), source="edgesdk tune --runtime-only",
                     measured={"p50_ms": round(best["p50_ms"], 3), "fps": round(best["fps"], 2),
+                              "rank_ms": round(best["rank_ms"], 3), "rank_fps": round(best["rank_fps"], 2),
                               "default_p50_ms": round(base["p50_ms"], 3) if base else None,
                               "default_fps": round(base["fps"], 2) if base else None})
     path = write_sidecar(bundle, settings)
     stopped = done < rounds
     return {"bundle": str(bundle), "objective": objective, "settings": settings, "sidecar": str(path),
-            "rounds": done, "stopped_early": stopped, "seconds": round(time.monotonic() - t0, 1),
+            "rank_by": RANK_BY, "free_cores": free, "others_cores_before": round(others, 2), "rounds": done, "stopped_early": stopped, "seconds": round(time.monotonic() - t0, 1),
             "notes": notes + (["the time budget ended before every round ran: figures rest on fewer rounds"]
                               if stopped else []), "table": rows}
 
