@@ -52,7 +52,7 @@ def ort_bundle(tmp_path_factory, effnet_onnx, calib_images):
 def test_runtime_only_sidecar_round_trip(ort_bundle, capsys):
     from edgesdk.device.bundle import read_manifest
     from edgesdk.device.runtime import load
-    from edgesdk.device.tuning import SIDECAR, fits
+    from edgesdk.device.tuning import SIDECAR, cores, fits
 
     assert main(["tune", str(ort_bundle), "--runtime-only", "--minutes", "0.5", "--rounds", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -62,7 +62,7 @@ def test_runtime_only_sidecar_round_trip(ort_bundle, capsys):
     # the winner is the best row of the table for the objective, on its worst round
     assert s["measured"]["rank_ms"] == pytest.approx(min(x["rank_ms"] for x in r["table"]), abs=1e-3)
     assert "worst round" in r["rank_by"] and all(
-        fits(x["threads"], x["workers"], r["free_cores"], x["native"]) for x in r["table"] if x["threads"])
+        fits(x["threads"], x["workers"], cores(), x["native"]) for x in r["table"] if x["threads"])
     assert SIDECAR not in read_manifest(ort_bundle)["files"]  # the device may rewrite it: not hashed, still verified
     with load(ort_bundle) as m:
         assert m.tuning["workers"] == s["workers"] == m.workers
@@ -105,7 +105,7 @@ def test_tune_efficientnet_writes_a_reproducible_winner(effnet_onnx, calib_dir, 
     from edgesdk.build.targets import load_target
     from edgesdk.device.bundle import read_manifest
     from edgesdk.device.runtime import load
-    from edgesdk.device.tuning import fits
+    from edgesdk.device.tuning import cores, fits, oversubscribed
 
     out = tmp_path / "tuned"
     assert main(["tune", str(effnet_onnx), "--calib", str(calib_dir), "--out", str(out), "--minutes", "1.5",
@@ -114,9 +114,11 @@ def test_tune_efficientnet_writes_a_reproducible_winner(effnet_onnx, calib_dir, 
     rows, w = r["candidates"], r["winner"]
     assert w["rank_fps"] == max(x["rank_fps"] for x in rows)  # the objective decides, on the worst round
     assert "worst round" in r["rank_by"] and 1 <= r["free_cores"] <= r["cores"]
-    for x in rows:  # nothing offered beyond the cores others left free when timing began
-        assert fits(x["threads"], x["workers"], r["free_cores"], x["native"])
-        assert x["rank_ms"] == max(x["p50_rounds_ms"]) and x["accuracy"] >= 0.999
+    for x in rows:  # within this process's cores; over the ones others left free: marked
+        assert fits(x["threads"], x["workers"], cores(), x["native"])
+        assert x["over_free_cores"] == oversubscribed(x["threads"], x["workers"], x["native"],
+                                                      r["load"]["others_cores_before"], x["others_cores_peak"])
+        assert x["rank_ms"] == pytest.approx(max(x["p50_rounds_ms"]), abs=1e-3) and x["accuracy"] >= 0.999
     assert all(x["cosine_min"] >= 0.999 for x in rows)  # every timed candidate passed its gate
     assert r["pareto"]["throughput"] and r["winner_index"] in r["pareto"]["throughput"]
     if r["stopped_early"]:  # a minute and a half leaves out int8 builds: said so, by name
@@ -204,21 +206,29 @@ def test_a_configuration_over_the_free_cores_ranks_by_its_loaded_timing():
     assert quiet["others_cores"] == 0.0 and quiet["others_cores_peak"] == 1.5  # what marks it oversubscribed
 
 
-def test_threads_times_workers_stay_within_the_free_cores():
-    """The cap is read at run time: os.cpu_count() less the cores others keep busy, never below one."""
-    from edgesdk.device.tuning import cores, fits, free_cores, offered, others_now
+def test_threads_times_workers_over_the_free_cores_are_marked():
+    """The cores free are read at run time (os.cpu_count() less the cores others keep busy, never below one);
+    the grid never exceeds this process's cores, and a configuration over the free ones is oversubscribed."""
+    from edgesdk.device.tuning import cores, fits, free_cores, offered, others_now, oversubscribed
 
     n = os.cpu_count()
     assert free_cores(0.0) == min(n, cores())
     assert free_cores(1.0) == max(1, min(n - 1, cores()))
     assert free_cores(0.4) == free_cores(0.0)  # under half a core busy: not a core taken
     assert free_cores(float(n)) == free_cores(n + 3.0) == 1
-    for load in (0.0, 1.0, float(n) / 2, others_now(0.2)):
+    for native in (True, False):
+        grid = offered(cores(), native)
+        assert max(t for t, _ in grid) == cores()
+        for t, ws in grid:
+            assert 1 in ws and all(w * (max(1, t // w) if native else t) <= cores() for w in ws)
+    for load in (0.0, 1.0, n / 2, float(n), others_now(0.2)):
         free = free_cores(load)
-        grid = {(native, t): ws for native in (True, False) for t, ws in offered(free, native)}
-        assert max(t for _, t in grid) == free  # all the free cores, no more
-        for (native, t), ws in grid.items():
-            assert 1 in ws and all(fits(t, w, free, native) for w in ws)
-            assert all(w * (t if not native else max(1, t // w)) <= free for w in ws)
+        for t in range(1, cores() + 1):
+            assert oversubscribed(t, 1, False, load) == (t > free)
+            assert oversubscribed(t, 2, False, load) == (2 * t > free)
+        assert not oversubscribed(1, 1, False, load)  # one thread always has a core
+    # the heaviest of the loads decides: before timing, or during the configuration's own rounds
+    assert oversubscribed(cores(), 1, True, 0.0, float(n)) == (cores() > 1)
+    assert oversubscribed(cores(), 1, True, None, 0.0) is False
     free = free_cores(1.0)
     assert not fits(free + 1, 1, free) and not fits(1, free + 1, free) and fits(1, 1, free)

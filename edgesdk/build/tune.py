@@ -104,17 +104,16 @@ def _accuracy(manifest: dict) -> dict:
     return {"cosine_min": v.get("cosine_min"), "top1": v.get("top1_agreement"), "top1_drop": last.get("top1_drop")}
 
 
-def _firing_accuracy(bundle: Path, model: Path, size_of: dict, images: list, refs: dict) -> dict:
+def _firing_accuracy(bundle: Path, model: Path, size_of: dict, images: list, refs: dict, min_cosine: float) -> dict:
     """The Pareto table's accuracy axis: the candidate against ONNX Runtime on the parity gate's feeds
     (make_feeds, same images, seed and count), judged as the int8 budget judges (build.budget.check_budget
-    at the int8 gate's cosine): a sample whose output barely fires (a text detector's map of a photo
-    without text: cosine under it, max-abs within the int8 atol) is held by its max-abs and left out of
-    the cosine, which says nothing there. `accuracy` is the cosine of the samples that fire (None: none
-    fires). `refs` caches ONNX Runtime's outputs per feed shape across candidates."""
+    at the candidate's gate cosine `min_cosine`): a sample whose output barely fires (a text detector's map
+    of a photo without text: cosine under the gate's, max-abs within the int8 atol) is held by its max-abs
+    and left out of the cosine, which says nothing there. `accuracy` is the cosine of the samples that
+    fire (None: none fires). `refs` caches ONNX Runtime's outputs per feed shape across candidates."""
     from edgesdk.backends.onnxruntime.session import reference_session
     from edgesdk.build.budget import Budget, check_budget
     from edgesdk.build.parity import make_feeds
-    from edgesdk.device.compare import TOLERANCES
     from edgesdk.device.preprocess import PreprocessSpec
     from edgesdk.device.runtime import Model
 
@@ -127,7 +126,7 @@ def _firing_accuracy(bundle: Path, model: Path, size_of: dict, images: list, ref
             with reference_session(model) as ref:
                 refs[key] = [ref.run(f) for f in feeds]
         gots = [m.infer(f) for f in feeds]
-    check = check_budget(refs[key], gots, Budget(min_cosine=TOLERANCES["int8"].min_cosine))
+    check = check_budget(refs[key], gots, Budget(min_cosine=min_cosine))
     return {"accuracy": check.judged_cosine_min if check.near_zero else check.cosine_min,
             "accuracy_samples": check.samples, "near_zero": check.near_zero,
             "near_zero_max_abs": check.max_abs, "near_zero_atol": check.atol}
@@ -187,7 +186,8 @@ def tune(model: str | Path, calib, out: str | Path, target: str | Path = "host",
                     res.manifest["validation"].get("notes", []))})
                 continue
             try:
-                acc = _firing_accuracy(res.out, model, size_of, images, refs)
+                gate = res.manifest["validation"]["tolerance"]["min_cosine"]
+                acc = _firing_accuracy(res.out, model, size_of, images, refs, gate)
             except EdgeSDKError as e:  # e.g. a dynamic input the profile fixes no size for: the gate's figure
                 acc = {"accuracy": None, "accuracy_note": str(e).splitlines()[0]}
             built.append((c, res.out, {**_accuracy(res.manifest), **acc}))
@@ -197,9 +197,9 @@ def tune(model: str | Path, calib, out: str | Path, target: str | Path = "host",
         frames = [read_image(p) for p in images[:8]]
         others = others_now()
         free = free_cores(others)
-        say(f"load      others keep {others:.2f} of {os.cpu_count()} cores busy: up to {free} engine threads "
-            f"x workers offered")
-        rows, timing = _time(built, frames, rounds, deadline, free, say)
+        say(f"load      others keep {others:.2f} of {os.cpu_count()} cores busy: {free} free; configurations "
+            f"with more engine threads x workers are ranked by their loaded timing")
+        rows, timing = _time(built, frames, rounds, deadline, others, say)
         skipped += timing["untimed"]
         if timing["rounds"] < rounds:
             stopped = "; ".join(filter(None, [stopped, f"timed {timing['rounds']} of {rounds} rounds before the budget"]))
@@ -239,30 +239,31 @@ def run_tune(args, shapes, progress) -> tuple[dict, str]:
     return r, summary_text(r)
 
 
-def _time(built, frames, rounds: int, deadline: float, free: int, say) -> tuple[list[dict], dict]:
-    """Every (candidate, session, threads) within the `free` cores loaded once and timed in interleaved rounds;
-    a row per stream width within them. A row that the load measured in its own rounds leaves oversubscribed
-    is marked (over_free_cores) and ranked by its loaded timing."""
+def _time(built, frames, rounds: int, deadline: float, others: float, say) -> tuple[list[dict], dict]:
+    """Every (candidate, session, threads) loaded once and timed in interleaved rounds; a row per stream width,
+    threads x workers within this process's cores. A row over the cores free under the load `others` measured
+    before timing, or under the heaviest load of its own rounds, is marked (over_free_cores) and ranked by its
+    loaded timing."""
     from edgesdk.backends import registry
     from edgesdk.backends.base import Artifact
     from edgesdk.device.bundle import MODEL_DIR
     from edgesdk.device.native import NativeSession
     from edgesdk.device.runtime import Model
-    from edgesdk.device.tuning import fits, free_cores, measure, offered, time_rounds
+    from edgesdk.device.tuning import cores, measure, offered, oversubscribed, time_rounds
 
     units, widths = [], {}
     for b, (c, path, _) in enumerate(built):
         art = Artifact.load(path / MODEL_DIR)
         natives = [n for n, why in ((True, NativeSession.unavailable(art)),
                                     (False, registry.get(c.engine).available())) if why is None]
-        grid = [(n, t, ws) for n in natives for t, ws in reversed(offered(free, n))]
+        grid = [(n, t, ws) for n in natives for t, ws in reversed(offered(cores(), n))]
         units += [(k, b, n, t) for k, (n, t, _) in enumerate(grid)]
         widths.update({(b, n, t): ws for n, t, ws in grid})
     # breadth first (rank within its candidate, then candidate): a round cut short by the budget has still
-    # timed every candidate once, on its first session with all the free cores
+    # timed every candidate once, on its first session with all the cores
     units = [u[1:] for u in sorted(units)]
     workers = sorted({w for ws in widths.values() for w in ws})
-    say(f"time      {len(units)} configurations x workers {workers} (threads x workers within {free} free cores) "
+    say(f"time      {len(units)} configurations x workers {workers} (threads x workers within {cores()} cores) "
         f"on {len(frames)} frames, {rounds} rounds")
     models: dict[tuple, object] = {}
 
@@ -284,7 +285,7 @@ def _time(built, frames, rounds: int, deadline: float, free: int, say) -> tuple[
             s = timed[i].summary(w)
             if s is None:
                 continue
-            over = not fits(t, w, free_cores(s["others_cores_peak"]), native)
+            over = oversubscribed(t, w, native, others, s["others_cores_peak"])
             if over:
                 s = timed[i].summary(w, loaded=True)
             loads.append(s["loadavg"] or 0.0)
@@ -293,7 +294,8 @@ def _time(built, frames, rounds: int, deadline: float, free: int, say) -> tuple[
                          "workers": w, **acc, "p50_ms": s["p50_ms"], "fps": s["fps"], "rank_ms": s["rank_ms"],
                          "rank_fps": s["rank_fps"], "p50_rounds_ms": s["p50_rounds_ms"], "rounds": s["rounds"],
                          "loaded_rounds": s["loaded_rounds"], "retimed": s["retimed"], "over_free_cores": over,
-                         "others_cores": s["others_cores"], "loadavg": s["loadavg"]})
+                         "others_cores": s["others_cores"], "others_cores_peak": s["others_cores_peak"],
+                         "loadavg": s["loadavg"]})
     if not rows:
         raise EdgeSDKError("the time budget ended before any candidate was timed: give tune more --minutes")
     timed_names = {r["candidate"] for r in rows}

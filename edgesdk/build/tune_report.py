@@ -102,7 +102,7 @@ def report_section(result: dict) -> str:
     lines += table_md(result)
     held = [r for r in result["candidates"] if r.get("near_zero")]
     if held:
-        lines += ["", f"Barely firing: a sample whose output stays near zero (cosine under the int8 gate's, max-abs "
+        lines += ["", f"Barely firing: a sample whose output stays near zero (cosine under the candidate's gate, max-abs "
                       f"within its atol {held[0]['near_zero_atol']:g}, as the int8 budget judges it) is held by its "
                       "max-abs and left out of the accuracy cosine, which says nothing there."]
     if result["failed"]:

@@ -39,15 +39,15 @@ def frames_for(model, images: str | Path | None) -> list:
     return [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
 
 
-def plan(bundle: Path, free: int) -> tuple[list[dict], list[int], list[str | None], list[str]]:
-    """(units, stream widths, OpenMP policies, notes): what is worth trying for this bundle on `free` cores.
-    Each unit names its own widths: engine threads x workers within the free cores (device.tuning.offered);
+def plan(bundle: Path) -> tuple[list[dict], list[int], list[str | None], list[str]]:
+    """(units, stream widths, OpenMP policies, notes): what is worth trying for this bundle here. Each unit
+    names its own widths: engine threads x workers within this process's cores (device.tuning.offered);
     the bundle's defaults (the baseline) are timed at every width of the grid."""
     from edgesdk.backends import registry
     from edgesdk.backends.base import Artifact
     from edgesdk.device.bundle import MODEL_DIR, read_manifest
     from edgesdk.device.native import NativeSession
-    from edgesdk.device.tuning import OMP_POLICIES, big_little, offered, runtime_grid
+    from edgesdk.device.tuning import OMP_POLICIES, big_little, cores, offered, runtime_grid
 
     manifest = read_manifest(bundle)
     artifact = Artifact.load(manifest.root / MODEL_DIR)
@@ -64,7 +64,7 @@ def plan(bundle: Path, free: int) -> tuple[list[dict], list[int], list[str | Non
         notes.append(f"Python session: {why}")
     if not natives:
         raise EdgeSDKError(f"{bundle}: no session can run this {artifact.backend} bundle here")
-    _, workers = runtime_grid(free)
+    _, workers = runtime_grid(cores())
     powersave: list[int | None] = [None]
     policies: list[str | None] = [None]
     if artifact.backend == "ncnn":
@@ -77,7 +77,7 @@ def plan(bundle: Path, free: int) -> tuple[list[dict], list[int], list[str | Non
         notes.append(f"OpenMP wait policy: not tried, {artifact.backend} does not run on OpenMP threads")
     units = [{"threads": None, "native": None, "cpu_powersave": None, "widths": workers}]  # the bundle's defaults
     units += [{"threads": t, "native": n, "cpu_powersave": p, "widths": ws}
-              for n in natives for t, ws in offered(free, n) for p in powersave]
+              for n in natives for t, ws in offered(cores(), n) for p in powersave]
     return units, workers, policies, notes
 
 
@@ -127,19 +127,20 @@ def tune_runtime(bundle: str | Path, minutes: float = 2.0, objective: str = "lat
                  rounds: int = 3, progress: Callable[[str], None] | None = None) -> dict:
     """Time the runtime settings of a bundle and write the best into its tuning.json. Returns the table."""
     from edgesdk.device.bench import cpu_name
-    from edgesdk.device.tuning import RANK_BY, free_cores, others_now, rank, write_sidecar
+    from edgesdk.device.tuning import (RANK_BY, free_cores, others_now, others_peak, oversubscribed, rank,
+                                       write_sidecar)
 
     check_budget(minutes, objective)
     bundle = Path(bundle)
     others = others_now()
     free = free_cores(others)
-    units, workers, policies, notes = plan(bundle, free)
+    units, workers, policies, notes = plan(bundle)
     t0 = time.monotonic()
     deadline = t0 + minutes * 60
     slice_s = 0.5
     say = progress or (lambda msg: None)
     say(f"runtime-only: {len(units)} settings x {len(policies)} OpenMP wait policies x workers {workers} "
-        f"(others keep {others:.2f} of {os.cpu_count()} cores busy: threads x workers within {free}), "
+        f"(others keep {others:.2f} of {os.cpu_count()} cores busy: beyond {free} ranked by the loaded timing), "
         f"{rounds} rounds, {minutes:g} min")
     got: dict[tuple, list[dict]] = {}
     done = 0
@@ -163,8 +164,10 @@ def tune_runtime(bundle: str | Path, minutes: float = 2.0, objective: str = "lat
     rows = []
     for (policy, i, w), ms in got.items():
         unit = {k: v for k, v in units[i].items() if k != "widths"}
-        rank_ms, rank_fps = rank([m["p50_ms"] for m in ms], [m["fps"] for m in ms])
-        rows.append({**unit, "omp_wait_policy": policy, "workers": w,
+        over = unit["threads"] is not None and oversubscribed(unit["threads"], w, bool(unit["native"]), others,
+                                                              others_peak(ms))
+        rank_ms, rank_fps, _ = rank(ms, loaded=over)
+        rows.append({**unit, "omp_wait_policy": policy, "workers": w, "over_free_cores": over,
                      "p50_ms": statistics.median(m["p50_ms"] for m in ms), "fps": statistics.median(m["fps"] for m in ms),
                      "rank_ms": rank_ms, "rank_fps": rank_fps, "rounds": len(ms),
                      "loaded_rounds": sum(m["loaded"] for m in ms), "loadavg": max((m["loadavg"] or 0) for m in ms)})

@@ -14,9 +14,11 @@ of its round, and the less loaded of the two is kept (the other's figures stay b
 
 Ranking: a configuration is ranked by its worst round (RANK_BY), not by the median of its rounds: the
 median can rest on one quiet moment, and a configuration that fills every core (ncnn's OpenMP threads
-spinning at their barriers) is the one that slows most when the rest of the machine wakes up. Nor are more
-engine threads x stream workers offered than the cores others leave free (free_cores); a configuration
-that the load measured during its own rounds leaves oversubscribed is ranked by its loaded timing.
+spinning at their barriers) is the one that slows most when the rest of the machine wakes up. Engine
+threads x stream workers never exceed this process's cores (offered); a configuration that exceeds the cores
+the rest of the machine leaves free (free_cores: os.cpu_count() less others' busy cores, read before timing
+and during its own rounds) is marked oversubscribed and ranked by its loaded timing. It is still timed:
+some engines (OpenVINO's pool) stay ahead with every core under a core of load, OpenMP's spinning ones do not.
 """
 from __future__ import annotations
 
@@ -150,6 +152,12 @@ def offered(free: int, native: bool) -> list[tuple[int, list[int]]]:
     return [(t, [w for w in workers if fits(t, w, free, native)]) for t in threads]
 
 
+def oversubscribed(threads: int | None, workers: int, native: bool, *others: float | None) -> bool:
+    """Whether `threads` x `workers` exceed the cores free under the heaviest of the loads `others` (cores
+    the rest of the machine kept busy, e.g. before timing and during the configuration's own rounds)."""
+    return not fits(threads, workers, free_cores(max((o for o in others if o is not None), default=0.0)), native)
+
+
 def fits(threads: int | None, workers: int, free: int, native: bool = False) -> bool:
     """Whether a Model with `threads` engine threads (None: the engine's default, all cores) streaming
     `workers` frames at once stays within `free` cores. Native sessions split the threads between the
@@ -240,24 +248,30 @@ class Timed:
         if not ms:
             return None
         others = [m["others"] for m in ms if m["others"] is not None]
-        peaks = [x for m in ms for x in (m["others"], m.get("loaded_others")) if x is not None]
+        peak = others_peak(ms)
         loads = [m["loadavg"] for m in ms if m["loadavg"] is not None]
-        p50s = [m.get("loaded_p50_ms", m["p50_ms"]) if loaded else m["p50_ms"] for m in ms]
-        fpss = [m.get("loaded_fps", m["fps"]) if loaded else m["fps"] for m in ms]
-        rank_ms, rank_fps = rank(p50s, fpss)
+        rank_ms, rank_fps, p50s = rank(ms, loaded)
         return {"p50_ms": statistics.median(m["p50_ms"] for m in ms), "fps": statistics.median(m["fps"] for m in ms),
                 "rank_ms": rank_ms, "rank_fps": rank_fps, "p50_rounds_ms": [round(x, 3) for x in p50s],
                 "rounds": len(ms), "loaded_rounds": sum(m["loaded"] for m in ms), "retimed": self.retimed,
                 "others_cores": round(max(others), 2) if others else None,
-                "others_cores_peak": round(max(peaks), 2) if peaks else None,  # re-timed-away measurements too
+                "others_cores_peak": None if peak is None else round(peak, 2),
                 "loadavg": round(max(loads), 2) if loads else None}
 
 
-def rank(p50s: list[float], fpss: list[float]) -> tuple[float, float]:
-    """What ranks a configuration (RANK_BY): its worst round, the highest per-round p50 and the lowest
-    per-round frames/s. A configuration that was fast only while the machine was quiet loses to one that
-    stays fast in every round."""
-    return max(p50s), min(fpss)
+def rank(ms: list[dict], loaded: bool = False) -> tuple[float, float, list[float]]:
+    """What ranks a configuration (RANK_BY) from its rounds' measurements: (the highest per-round p50, the
+    lowest per-round frames/s, the per-round p50s). A configuration fast only while the machine was quiet
+    loses to one that stays fast in every round. loaded: a re-timed round counts with its loaded figures,
+    not the quieter ones kept (an oversubscribed configuration)."""
+    p50s = [m.get("loaded_p50_ms", m["p50_ms"]) if loaded else m["p50_ms"] for m in ms]
+    fpss = [m.get("loaded_fps", m["fps"]) if loaded else m["fps"] for m in ms]
+    return max(p50s), min(fpss), p50s
+
+
+def others_peak(ms: list[dict]) -> float | None:
+    """The most CPU the rest of the machine used during any of these measurements, re-timed-away ones too."""
+    return max((x for m in ms for x in (m["others"], m.get("loaded_others")) if x is not None), default=None)
 
 
 def _retimed(first: dict[int, dict], again: dict[int, dict]) -> dict[int, dict]:
