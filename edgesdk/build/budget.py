@@ -1,6 +1,8 @@
 """The int8 accuracy budget: how far int8 may stray from fp32 on held-back images, and the check.
 
-Top-1 is judged on the photos fp32 decides; other outputs by cosine, except that a sample whose
+Top-1 is judged on the photos fp32 decides, and a sequence of class probabilities (a CTC text
+recognizer's [1, T, classes]) per time step, on the steps fp32 decides: the text read is what matters,
+and a cosine over mostly-blank steps says little of it. Other outputs are judged by cosine, except that a sample whose
 output barely fires (a text detector's probability map on a photo without text: every value near 0,
 where a rounding step swings the cosine anywhere from 0 to 1) passes on max-abs within the parity
 gate's int8 atol, as device.compare's parity gate judges it. Build side.
@@ -54,13 +56,14 @@ class BudgetCheck:
     atol: float | None = None
     missed: int = 0  # samples under the cosine budget and over the atol
     judged_cosine_min: float | None = None  # over the samples not held on max-abs: the cosine that counts
+    per: str = "photo"  # what `decided` counts: photos, or the time steps of a sequence output
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     def describe(self) -> str:
         drop = "" if self.top1_drop is None else (
-            f"top-1 drop {self.top1_drop:.3f} ({self.flips} of {self.decided} decided photos), "
+            f"top-1 drop {self.top1_drop:.3f} ({self.flips} of {self.decided} decided {self.per}s), "
             if self.decided is not None else f"top-1 drop {self.top1_drop:.3f}, ")
         mean = "" if self.cosine_mean is None else f", mean {self.cosine_mean:.4f}"
         how = " by 2-fold cross-check" if self.folds > 1 else ""
@@ -81,8 +84,8 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget, folds: int 
     report = compare(refs, gots, "int8", Tolerance(min_cosine=-1.0, atol=float("inf"), min_top1=0.0))
     decided, flips = _decided_flips(refs, gots, budget.margin)
     if budget.max_top1_drop is not None and decided is None:
-        raise EdgeSDKError("[quantize] max_top1_drop needs a classifier output ([N, classes]); "
-                           "this model has none: give min_cosine instead")
+        raise EdgeSDKError("[quantize] max_top1_drop needs a classifier output ([N, classes], or class "
+                           "probabilities per time step [N, T, classes]); this model has none: give min_cosine instead")
     drop = None if decided is None else (flips / decided if decided else 0.0)
     atol, near, missed, worst, judged = TOLERANCES["int8"].atol, 0, 0, None, []
     if budget.min_cosine is not None:
@@ -99,7 +102,7 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget, folds: int 
     cos_mean = float(np.mean([o.cosine_mean for o in report.outputs])) if report.outputs else None
     return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), _flip_gaps(refs, gots),
                        cos_mean, decided, flips, folds, near, worst, atol if near else None, missed,
-                       min(judged) if judged else None)
+                       min(judged) if judged else None, _unit(refs))
 
 
 def _max_abs(ref, got) -> float:
@@ -114,14 +117,33 @@ def _probabilities(rows: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _decided_flips(refs: list[dict], gots: list[dict], margin: float) -> tuple[int | None, int]:
-    """(photos fp32 decides, how many of them int8 flips); (None, 0) without a classifier output."""
+def decision_rows(ref: np.ndarray) -> np.ndarray | None:
+    """The rows a top-1 is taken over: a classifier's [N, C] (compare.classifier_rows), or a sequence of
+    class probabilities [N, T, C] (every step non-negative and summing to 1, as a CTC recognizer's
+    softmax) as [N*T, C]; None for any other output."""
     from edgesdk.device.compare import classifier_rows
 
+    rows = classifier_rows(ref)
+    if rows is not None or ref.ndim != 3 or ref.shape[2] < 2 or not ref.size:
+        return rows
+    steps = ref.reshape(-1, ref.shape[2])
+    return steps if steps.min() >= 0 and np.allclose(steps.sum(1), 1.0, atol=1e-3) else None
+
+
+def _unit(refs: list[dict]) -> str:
+    from edgesdk.device.compare import classifier_rows
+
+    seq = any(classifier_rows(np.asarray(r)) is None and decision_rows(np.asarray(r, dtype=np.float64)) is not None
+              for ref in refs[:1] for r in ref.values())
+    return "time step" if seq else "photo"
+
+
+def _decided_flips(refs: list[dict], gots: list[dict], margin: float) -> tuple[int | None, int]:
+    """(photos or time steps fp32 decides, how many of them int8 flips); (None, 0) without a classifier output."""
     decided, flips, any_rows = 0, 0, False
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
-            rows = classifier_rows(np.asarray(r, dtype=np.float64))
+            rows = decision_rows(np.asarray(r, dtype=np.float64))
             if rows is None:
                 continue
             any_rows = True
@@ -134,18 +156,14 @@ def _decided_flips(refs: list[dict], gots: list[dict], margin: float) -> tuple[i
 
 
 def has_classifier_output(refs: list[dict]) -> bool:
-    from edgesdk.device.compare import classifier_rows
-
-    return any(classifier_rows(np.asarray(r)) is not None for ref in refs[:1] for r in ref.values())
+    return any(decision_rows(np.asarray(r, dtype=np.float64)) is not None for ref in refs[:1] for r in ref.values())
 
 
 def _flip_gaps(refs: list[dict], gots: list[dict]) -> list[float]:
-    from edgesdk.device.compare import classifier_rows
-
     gaps = []
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
-            rows = classifier_rows(np.asarray(r, dtype=np.float64))
+            rows = decision_rows(np.asarray(r, dtype=np.float64))
             if rows is None:
                 continue
             for x, y in zip(rows, np.asarray(got[name], dtype=np.float64).reshape(rows.shape)):

@@ -14,9 +14,10 @@ SENSITIVITY_CALIBRATION = 32  # feeds for the simulator's ranges: ranking needs 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 def layer_sensitivity(model: Path, calibration: list[dict], samples: list[dict],
-                      exclude: list[str] = ()) -> list[tuple[str, float]]:
+                      exclude: list[str] = (), only: set[str] | None = None) -> list[tuple[str, float]]:
     """(ONNX node name, mean output 1 - cosine when only that node is quantized), worst first.
-    Nodes in `exclude` are not scored. See the module docstring for why this measure."""
+    Nodes in `exclude` are not scored, nor, when `only` is given, nodes outside it (those the engine
+    does not quantize). See the module docstring for why this measure."""
     import onnx
 
     from edgesdk.backends.base import first_line as _first_line
@@ -41,7 +42,8 @@ def layer_sensitivity(model: Path, calibration: list[dict], samples: list[dict],
 
     scores = []
     for node in qdq.graph.node:
-        if node.op_type in QDQ_OPS or node.name not in float_index or node.name in exclude:
+        if (node.op_type in QDQ_OPS or node.name not in float_index or node.name in exclude
+                or (only is not None and node.name not in only)):
             continue
         sim = onnx.ModelProto()
         sim.CopyFrom(float_model)

@@ -34,6 +34,13 @@ class NcnnBackend:
         model slimmed with its dims dynamic, pnnx fixing the shapes itself."""
         return bool(error.ops) and all("." in op for op in error.ops)  # pnnx/torch names, not ONNX op types
 
+    def quantized_nodes(self, model: Path, artifact: Artifact) -> set[str] | None:
+        """The ONNX nodes an int8 artifact runs in int8 (those whose ncnn layer was found): the only
+        ones whose float fallback changes anything. pnnx fuses some weighted nodes into float-only
+        layers (an attention MatMul into MultiHeadAttention); ranking those would waste a step."""
+        layers = artifact.meta.get("int8", {}).get("layers")
+        return None if layers is None else {entry["onnx"] for entry in layers.values() if entry.get("onnx")}
+
     def open(self, artifact: Artifact, threads: int | None = None):
         from edgesdk.backends.ncnn.session import NcnnSession
 

@@ -104,8 +104,9 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
-def onnx_layer_map(proto, layers: list[ParamLayer], weights: list[dict[str, np.ndarray]]) -> dict[str, str]:
-    """ONNX node name -> ncnn layer name for Conv/Gemm/MatMul nodes and the ncnn layer holding their weights.
+def onnx_layer_map(proto, layers: list[ParamLayer], weights: list[dict[str, np.ndarray]]) -> dict[str, str | None]:
+    """ONNX node name -> ncnn layer name for Conv/Gemm/MatMul nodes and the int8-capable layer holding
+    their weights; None for a node whose weights match several layers.
 
     pnnx names layers by its own counters (convclip_0, conv_7, ...), so names cannot be carried over:
     weights are matched instead, row by row up to a scale per output channel (pnnx folds BatchNorm
@@ -130,30 +131,31 @@ def onnx_layer_map(proto, layers: list[ParamLayer], weights: list[dict[str, np.n
             dead = ~ref.any(axis=1) & ~rows.any(axis=1)
             if np.all(agree | dead):
                 found.setdefault(name, []).append(layer.name)
-    return {node: names[0] for node, names in found.items() if len(names) == 1}
+    return {node: names[0] if len(names) == 1 else None for node, names in found.items()}
 
 
-def resolve_exclude(exclude: list[str], layers: list[ParamLayer], onnx_map: dict[str, str],
-                    onnx_nodes: dict[str, str]) -> set[str]:
-    """ncnn layer names to keep in float, from ncnn layer names or ONNX node names."""
+def resolve_exclude(exclude: list[str], layers: list[ParamLayer], onnx_map: dict[str, str | None],
+                    onnx_nodes: set[str]) -> set[str]:
+    """ncnn layer names to keep in float, from ncnn layer names or ONNX node names. A node whose
+    weights no int8-capable layer holds (pnnx made it a Gemm or MultiHeadAttention, which run in
+    float) or that has no weights at all is float already: nothing to do."""
     quantizable = {layer.name for layer in layers if layer.type in QUANTIZABLE}
     names = set()
     for n in exclude:
         if n in quantizable:
             names.add(n)
-        elif n in onnx_map:
+        elif onnx_map.get(n):
             names.add(onnx_map[n])
-        elif onnx_nodes.get(n) in ("Conv", "Gemm", "MatMul"):
+        elif n in onnx_map:
             raise ConversionError(
-                f"ncnn int8: cannot find the ncnn layer holding the weights of ONNX node {n!r}; "
-                f"exclude it by its ncnn layer name instead (int8-capable layers: {sorted(quantizable)})"
+                f"ncnn int8: the weights of ONNX node {n!r} match several ncnn layers; exclude it by its ncnn "
+                f"layer name instead (int8-capable layers: {sorted(quantizable)})"
             )
         elif n not in onnx_nodes:
             raise ConversionError(
                 f"ncnn int8: cannot exclude {n!r}: no such ONNX node or ncnn layer "
                 f"(int8-capable ncnn layers: {sorted(quantizable)[:8]}{' ...' if len(quantizable) > 8 else ''})"
             )
-        # any other ONNX node has no int8 layer in ncnn: it runs in float already
     return names
 
 
@@ -232,7 +234,7 @@ def quantize(fp32: Artifact, proto, feeds: list[dict[str, np.ndarray]], method: 
             raise ConversionError(f"{param_path}: layer {layer.name!r} is already int8")
 
     onnx_map = onnx_layer_map(proto, layers, weights) if proto is not None else {}
-    onnx_nodes = {n.name: n.op_type for n in proto.graph.node} if proto is not None else {}
+    onnx_nodes = {n.name for n in proto.graph.node} if proto is not None else set()
     excluded = resolve_exclude(list(exclude), layers, onnx_map, onnx_nodes)
     targets = [
         (layer, slots) for layer, slots in zip(layers, weights)
@@ -261,7 +263,7 @@ def quantize(fp32: Artifact, proto, feeds: list[dict[str, np.ndarray]], method: 
     write_bytes(param_path, format_param(layers).encode())
     write_bytes(bin_path, data)
 
-    node_of = {layer: node for node, layer in onnx_map.items()}
+    node_of = {layer: node for node, layer in onnx_map.items() if layer}
     return {
         "method": method,
         "calibration_samples": len(feeds),

@@ -21,6 +21,12 @@ class OpenVINOBackend:
 
         return convert(model, out_dir, options)
 
+    def quantized_nodes(self, model: Path, artifact: Artifact) -> set[str]:
+        """The ONNX nodes NNCF quantized in the int8 artifact: the only ones worth keeping float."""
+        from edgesdk.backends.openvino.convert import quantized_nodes
+
+        return quantized_nodes(model, artifact)
+
     def open(self, artifact: Artifact, threads: int | None = None):
         from edgesdk.backends.openvino.session import OpenVINOSession
 

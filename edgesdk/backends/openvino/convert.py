@@ -113,20 +113,42 @@ def ignored_ops(ov_model, proto, nodes: list[str], source: Path) -> tuple[list[s
     missing = [n for n in nodes if n not in outputs]
     if missing:
         raise ConversionError(f"{source}: nodes to keep in float {missing} are not in the model")
-    ops = list(ov_model.get_ordered_ops())
-    names = [op.get_friendly_name() for op in ops]
     found: list[str] = []
     lost: list[str] = []
+    for node, hits in _ops_of(ov_model, proto, nodes).items():
+        if not hits:
+            lost.append(node)
+        found.extend(h for h in hits if h not in found)
+    return found, lost
+
+
+def _ops_of(ov_model, proto, nodes: list[str]) -> dict[str, list[str]]:
+    """ONNX node name -> the names of the OpenVINO ops convert_model made of it (see ignored_ops)."""
+    outputs = {n.name: list(n.output) for n in proto.graph.node}
+    ops = list(ov_model.get_ordered_ops())
+    names = [op.get_friendly_name() for op in ops]
+    found = {}
     for node in nodes:
         keys = [node, *outputs[node]]
         hits = [n for n in names if any(n == k or n.startswith(k + "/") for k in keys)]
         if not hits:
             hit = _through_folds(ops, proto, node)
             hits = [hit] if hit else []
-        if not hits:
-            lost.append(node)
-        found.extend(h for h in hits if h not in found)
-    return found, lost
+        found[node] = hits
+    return found
+
+
+def quantized_nodes(model: Path, artifact: Artifact) -> set[str]:
+    """The ONNX nodes whose OpenVINO op reads a FakeQuantize in the int8 IR: what NNCF quantized, and
+    so the only nodes whose float fallback changes anything (it leaves most Add and Mul alone)."""
+    from edgesdk.build.model import load_model
+
+    ir = ov_module().Core().read_model(str(artifact.path(XML_FILE)))
+    int8 = {op.get_friendly_name() for op in ir.get_ordered_ops()
+            if any(v.get_node().get_type_name() == "FakeQuantize" for v in op.input_values())}
+    proto = load_model(model)
+    hits = _ops_of(ir, proto, [n.name for n in proto.graph.node if n.name])
+    return {node for node, names in hits.items() if int8.intersection(names)}
 
 
 def _through_folds(ops, proto, node_name: str) -> str | None:
