@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,108 @@ def test_fp16_convert_runs_in_the_simulator(tmp_path, effnet_onnx):
 
 def test_registry_knows_rknn():
     assert registry.get("rknn").precisions == ("fp16", "int8")
+
+
+# ---------------------------------------------------------------------------- inspect / compat
+
+def _with_op(path: Path, op: str, opset: int = 17, out=(1, 8, 32, 32), out_type="FLOAT") -> Path:
+    """Conv -> Relu -> `op` -> y, real weights: a model whose one odd op the NPU must take."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node(op, ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", getattr(TensorProto, out_type), list(out))], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _compat(path: Path, **kw):
+    import onnx
+
+    from edgesdk.build.compat import check_compat
+
+    return check_compat(onnx.shape_inference.infer_shapes(onnx.load(str(path))), model_path=path, **kw)
+
+
+def test_compat_table_takes_effnet_and_ppocr_det(effnet_onnx, ppocr_det_onnx):
+    """The static entry (toolkit's documented op list): both real models are NPU models; PP-OCRv4 det's dynamic
+    H/W needs a fixed shape, which the note says how to give."""
+    effnet = _compat(effnet_onnx, probe=False)["rknn"]
+    assert effnet.supported and effnet.unsupported == [] and effnet.notes == [], effnet
+    det = _compat(ppocr_det_onnx, probe=False)["rknn"]
+    assert det.supported and det.unsupported == [], det
+    assert any("the NPU runs fixed shapes" in n and "[inputs.x] shape" in n and "--shape x=1x3xHxW" in n
+               for n in det.notes), det.notes
+    shaped = _compat(ppocr_det_onnx, shapes={"x": (1, 3, 320, 320)}, probe=False)["rknn"]
+    assert shaped.supported and shaped.notes == [], shaped
+
+
+def test_compat_table_names_an_op_the_npu_cannot_lower(tmp_path):
+    c = _compat(_with_op(tmp_path / "sign.onnx", "Sign"), probe=False)["rknn"]
+    assert not c.supported and c.unsupported == ["Sign"], c
+    assert any(n.startswith("Sign: rknn-toolkit2 cannot put them on the NPU") and "rk3588-cpu" in n
+               for n in c.notes), c.notes
+    # opset 20 is past what the toolkit loads ("need <= 19")
+    c = _compat(_with_op(tmp_path / "new.onnx", "Relu", opset=20), probe=False)["rknn"]
+    assert not c.supported and any("opset 20 is newer than rknn-toolkit2 (rk3588 NPU)'s max 19" in n
+                                    for n in c.notes), c.notes
+
+
+def test_compat_shape_math_folds_for_the_toolkit(yolo_ultralytics_onnx):
+    """YOLOv8's Range and ReduceProd count dims: at a fixed shape they fold away, as the toolkit's own constant
+    folding does, so they do not make the model unsupported; with dynamic dims they stay in the answer."""
+    dynamic = _compat(yolo_ultralytics_onnx, probe=False)["rknn"]
+    assert dynamic.unsupported == ["Range", "ReduceProd"], dynamic
+    fixed = _compat(yolo_ultralytics_onnx, shapes={"images": (1, 3, 320, 320)}, probe=False)["rknn"]
+    assert fixed.supported and fixed.unsupported == [], fixed
+    assert any(n.startswith("Range, ReduceProd compute only from constants and input shapes") for n in fixed.notes)
+
+
+def test_compat_without_the_environment_says_how_to_make_it(tmp_path, effnet_onnx, monkeypatch):
+    monkeypatch.setenv("EDGESDK_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("EDGESDK_RKNN_PYTHON", raising=False)
+    c = _compat(effnet_onnx, probe=True)["rknn"]
+    assert c.supported, c  # the table still answers
+    assert f"not probed: {MISSING}" in c.notes and SETUP_COMMAND in MISSING, c.notes
+    monkeypatch.setenv("EDGESDK_RKNN_PYTHON", str(tmp_path / "no-python"))
+    c = _compat(effnet_onnx, probe=True)["rknn"]
+    assert any(n.startswith("not probed: EDGESDK_RKNN_PYTHON=") and "no such file" in n for n in c.notes), c.notes
+
+
+@needs_env
+def test_compat_probe_builds_in_the_worker(tmp_path, effnet_onnx, ppocr_det_onnx):
+    """The live check: the worker in the toolkit's environment loads and builds (fp16, rk3588) the model; what
+    its compiler cannot lower is named. rknn never enters this process."""
+    import onnx
+
+    from edgesdk.backends.rknn.probe import probe
+    from edgesdk.build.compat import _model_ops
+
+    for path, shapes in ((effnet_onnx, None), (ppocr_det_onnx, {"x": (1, 3, 320, 320)})):
+        c = _compat(path, shapes=shapes, probe=True)["rknn"]
+        assert c.supported and c.unsupported == [], c
+        assert any(re.match(r"probe: rknn-toolkit2 2\.\d+\.\d+ built it for rk3588 \(fp16\)", n) for n in c.notes), c.notes
+    sign = _with_op(tmp_path / "sign.onnx", "Sign")
+    c = _compat(sign, probe=True)["rknn"]
+    assert not c.supported and c.unsupported == ["Sign"], c
+    assert any("its NPU compiler has no lowering for Sign" in n for n in c.notes), c.notes
+    # refused at build: NonZero's output shape depends on the data
+    nonzero = _with_op(tmp_path / "nonzero.onnx", "NonZero", out=(4, "n"), out_type="INT64")
+    c = _compat(nonzero, probe=True)["rknn"]
+    assert not c.supported and c.unsupported == ["NonZero"], c
+    assert any(n.startswith("probe: rknn-toolkit2") and "refused it for rk3588" in n and "need to be constant" in n
+               for n in c.notes), c.notes
+
+    t0 = time.perf_counter()
+    ops = _model_ops(onnx.load(str(effnet_onnx)), inline=False)
+    got = probe(None, effnet_onnx, tmp_path / "w", [("images", [1, 3, 224, 224], "float32")], ops, "rk3576")
+    seconds = time.perf_counter() - t0
+    assert got.ok and "for rk3576" in got.reason, got
+    print(f"\nrknn compat probe, EfficientNet-Lite0 for rk3576: {seconds:.2f} s (worker start, load_onnx, build)")
+    assert not any(m.split(".")[0] == "rknn" for m in sys.modules)

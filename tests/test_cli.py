@@ -29,7 +29,7 @@ def test_inspect_json_contract(effnet_onnx):
     for key in ("opset", "inputs", "outputs", "ops", "params", "flops", "compat"):
         assert key in d
     assert d["inputs"][0] == {"name": "images", "shape": [1, 3, 224, 224], "dtype": "float32"}
-    assert set(d["compat"]) == {"ncnn", "openvino", "tensorrt", "onnxruntime"}
+    assert set(d["compat"]) == {"ncnn", "openvino", "tensorrt", "onnxruntime", "rknn"}
     for entry in d["compat"].values():
         assert set(entry) == {"supported", "unsupported", "notes"}
         assert entry["supported"] is True
@@ -39,14 +39,14 @@ def test_inspect_human_table(effnet_onnx):
     res = run("inspect", effnet_onnx, "--no-probe")
     assert res.returncode == 0, res.stderr
     assert "params" in res.stdout and "4.6" in res.stdout and "GFLOP" not in res.stdout
-    for backend in ("ncnn", "openvino", "tensorrt", "onnxruntime"):
+    for backend in ("ncnn", "openvino", "tensorrt", "onnxruntime", "rknn"):
         assert backend in res.stdout
 
 
 def test_inspect_sklearn_compat(sklearn_onnx):
     d = json.loads(run("inspect", sklearn_onnx, "--json").stdout)
     assert d["compat"]["onnxruntime"]["supported"] is True
-    for b in ("ncnn", "openvino", "tensorrt"):
+    for b in ("ncnn", "openvino", "tensorrt", "rknn"):
         assert d["compat"][b]["supported"] is False
         assert any("LinearClassifier" in op for op in d["compat"][b]["unsupported"]), d["compat"][b]
 

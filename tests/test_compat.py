@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgesdk.build.compat import BACKENDS, BackendCompat, _limit_notes, check_compat, format_compat
 from edgesdk.build.compat_tables import (IR_MAX, NCNN_SUPPORTED, NCNN_UNSUPPORTED, ONNXRUNTIME_SUPPORTED, OPENVINO_SUPPORTED,
-                                         OPENVINO_UNSUPPORTED, OPSET_RANGE, TENSORRT_SUPPORTED, TENSORRT_UNSUPPORTED)
+                                         OPENVINO_UNSUPPORTED, OPSET_RANGE, RKNN_SUPPORTED, RKNN_UNSUPPORTED,
+                                         TENSORRT_SUPPORTED, TENSORRT_UNSUPPORTED)
 from edgesdk.errors import ModelError
 
 ML_OPS = ["ai.onnx.ml:LinearClassifier", "ai.onnx.ml:Normalizer", "ai.onnx.ml:ZipMap"]
@@ -84,7 +85,7 @@ def _engines():
 
 def test_json_shape_is_the_public_contract(sklearn_onnx):
     report = check_compat(onnx.load(str(sklearn_onnx)), probe=False)
-    assert tuple(report) == BACKENDS == ("ncnn", "openvino", "tensorrt", "onnxruntime")
+    assert tuple(report) == BACKENDS == ("ncnn", "openvino", "tensorrt", "onnxruntime", "rknn")
     for c in report.values():
         d = json.loads(json.dumps(c.to_dict()))
         assert set(d) == {"supported", "unsupported", "notes"}
@@ -376,6 +377,7 @@ LEGACY = {"ATen", "Affine", "ConstantFill", "Crop", "DynamicSlice", "ImageScaler
     ("openvino", OPENVINO_SUPPORTED[""], OPENVINO_UNSUPPORTED),
     ("tensorrt", TENSORRT_SUPPORTED[""], TENSORRT_UNSUPPORTED),
     ("onnxruntime", ONNXRUNTIME_SUPPORTED[""], frozenset()),
+    ("rknn", RKNN_SUPPORTED[""], RKNN_UNSUPPORTED),
 ])
 def test_tables_name_real_onnx_ops(name, supported, unsupported):
     onnx_ops = {s.name for s in onnx.defs.get_all_schemas_with_history() if s.domain == ""}
@@ -405,7 +407,7 @@ def test_format_compat_rows_and_wrapping(sklearn_onnx):
     text = format_compat(report, width=80)
     lines = text.splitlines()
     rows = {ln.split()[0]: ln.split()[1] for ln in lines[1:] if not ln.startswith(" ")}
-    assert rows == {"ncnn": "NO", "openvino": "NO", "tensorrt": "NO", "onnxruntime": "ok"}
+    assert rows == {"ncnn": "NO", "openvino": "NO", "tensorrt": "NO", "onnxruntime": "ok", "rknn": "NO"}
     assert all(len(ln) <= 80 for ln in lines), text
     assert "ai.onnx.ml:LinearClassifier" in text
     # Plain dicts (the JSON form) format the same.

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from edgesdk.backends.probe import Probe, key_line, op_name
 from edgesdk.build.compat_tables import (COMPLETE_TABLES, FIX_HINT, INLINES_FUNCTIONS, IR_MAX, JETPACK6_TENSORRT,
-                                         ML_DOMAIN, ML_OPSET_MAX, OPSET_RANGE, TABLES, tensorrt_table)
-from edgesdk.build.model import DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, oversized_input, type_name
+                                         ML_DOMAIN, ML_OPSET_MAX, OPSET_RANGE, RKNN_PLATFORM, TABLES, tensorrt_table)
+from edgesdk.build.model import (DEFAULT_DOMAINS, dim_values, fix_input_shapes, graph_inputs, infer_shapes,
+                                 oversized_input, type_name)
 from edgesdk.errors import ModelError
 
-BACKENDS = ("ncnn", "openvino", "tensorrt", "onnxruntime")
-ENGINE = {"ncnn": "pnnx/ncnn", "openvino": "OpenVINO", "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
+BACKENDS = ("ncnn", "openvino", "tensorrt", "onnxruntime", "rknn")
+ENGINE = {"ncnn": "pnnx/ncnn", "openvino": "OpenVINO", "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime",
+          "rknn": f"rknn-toolkit2 ({RKNN_PLATFORM} NPU)"}
 
 
 @dataclass
@@ -44,7 +46,8 @@ def check_compat(
     """Compatibility of a checked, shape-inferred ONNX model with each backend, keyed as BACKENDS.
 
     `shapes` fixes dynamic inputs (as --shape does); `probe` runs the installed engines on the model
-    (OpenVINO convert_model, an ONNX Runtime session, the pnnx converter), overriding the tables.
+    (OpenVINO convert_model, an ONNX Runtime session, the pnnx converter, an fp16 rknn-toolkit2 build for
+    the RK3588 in the toolkit's own environment), overriding the tables.
     TensorRT is judged by the table of `tensorrt_version` (a profile's engine_options), else of the
     installed TensorRT, else of JetPack 6's.
     """
@@ -53,6 +56,11 @@ def check_compat(
     inlined, calls = _model_ops(model, inline=True), _model_ops(model, inline=False)
     ops = {b: inlined if b in INLINES_FUNCTIONS else calls for b in BACKENDS}
     opsets = {("" if o.domain in DEFAULT_DOMAINS else o.domain): int(o.version) for o in model.opset_import}
+    folded = []
+    if _table_answer("rknn", ops["rknn"], opsets)[0]:  # the toolkit folds what only counts dims and constants
+        shape_math = _shape_math_ops(model, dict(shapes or {}), source)
+        folded = _table_answer("rknn", ops["rknn"] & shape_math, opsets)[0]
+        ops["rknn"] = ops["rknn"] - shape_math
     probes = {}
     if probe:  # an engine asked about an input too big to build would try to allocate it
         too_big = oversized_input(model, shapes)
@@ -84,6 +92,9 @@ def check_compat(
             c.notes.append(f"{ENGINE[b]} does not inline model-local functions: inline them first "
                            f"(onnx.inliner.inline_local_functions)")
         c.notes.extend(_dynamic_notes(b, inputs))
+        if b == "rknn" and folded:
+            c.notes.append(f"{', '.join(folded)} compute only from constants and input shapes here: rknn-toolkit2 "
+                           "folds them away, so they need no NPU lowering")
         if unverified:
             c.notes.append(f"not in {ENGINE[b]}'s documented list; unverified: {', '.join(unverified)}")
         if isinstance(result, Probe):
@@ -152,6 +163,40 @@ def _model_ops(model, inline: bool) -> set[tuple[str, str]]:
 
     walk(model.graph.node)
     return found
+
+
+def _shape_math_ops(model, shapes: dict, source) -> set[tuple[str, str]]:
+    """(domain, op) of main-graph nodes that compute only from constants and static shapes (Shape of a tensor
+    whose dims are known at `shapes`, and what follows from it): a converter that folds constants removes them.
+    An op that also runs on data somewhere is not in the set."""
+    import onnx
+
+    sized = onnx.ModelProto()
+    sized.CopyFrom(model)
+    try:
+        sized = infer_shapes(fix_input_shapes(sized, shapes, source=source), source=source)
+    except ModelError:  # then no shape is known to be static: only constants fold
+        pass
+    graph = sized.graph
+    shaped = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+
+    def static(name: str) -> bool:
+        t = shaped.get(name)
+        return (t is not None and t.tensor_type.HasField("shape")
+                and all(isinstance(d, int) for d in dim_values(t)))
+
+    known = {i.name for i in graph.initializer}
+    math, data = set(), set()
+    for node in graph.node:
+        key = ("" if node.domain in DEFAULT_DOMAINS else node.domain, node.op_type)
+        if node.op_type in ("Shape", "Size") and node.input and static(node.input[0]):
+            foldable = True
+        else:
+            foldable = all(not i or i in known for i in node.input)
+        (math if foldable else data).add(key)
+        if foldable:
+            known.update(node.output)
+    return math - data
 
 
 def installed_tensorrt() -> str | None:
@@ -251,6 +296,9 @@ def _dynamic_notes(backend: str, inputs: list) -> list[str]:
             notes.append(f"input '{name}' has dynamic dims {dynamic}: pnnx needs an input shape to convert — "
                          f"{fix}, or profile [inputs.{name}] min/opt/max to keep them dynamic (pnnx inputshape2); "
                          f"ncnn drops the batch dim")
+        elif backend == "rknn":
+            notes.append(f"input '{name}' has dynamic dims {dynamic}: the NPU runs fixed shapes — give the profile "
+                         f"[inputs.{name}] shape, or {fix}")
     return notes
 
 
@@ -274,10 +322,12 @@ def _run_probes(model, model_path, inputs, ops: dict[str, set]) -> dict[str, Pro
                 path.write_bytes(model.SerializeToString())
             except ValueError as e:  # protobuf's 2 GB limit
                 note = f"not probed: the model cannot be serialized ({e}); pass its file path"
-                return {**out, "ncnn": note, "openvino": note, "onnxruntime": note}
-        for backend, who in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("ncnn", "pnnx")):
+                return {**out, "ncnn": note, "openvino": note, "onnxruntime": note, "rknn": note}
+        for backend, who in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("ncnn", "pnnx"),
+                             ("rknn", "rknn-toolkit2")):
+            extra = {"platform": RKNN_PLATFORM} if backend == "rknn" else {}
             try:
-                out[backend] = registry.get(backend).probe(model, path, tmp / backend, inputs, ops[backend])
+                out[backend] = registry.get(backend).probe(model, path, tmp / backend, inputs, ops[backend], **extra)
             except ImportError:
                 out[backend] = f"not probed: {backend} not installed"
             except Exception as e:  # an engine failing oddly must not sink the report

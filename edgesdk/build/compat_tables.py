@@ -217,12 +217,47 @@ ONNXRUNTIME_SUPPORTED = {
     """),
 }
 
+# ---------------------------------------------------------------------------- rknn (Rockchip NPU)
+# airockchip/rknn-toolkit2 doc/RKNNToolKit2_OP_Support-2.3.2.md, "ONNX OPs supported" (the newest list
+# published; rows with restrictions count as supported), for the locked toolkit 2.5.0. Ops the list marks
+# "Not Supported" that 2.5.0 built for rk3588 with an NPU lowering on single-op models here are moved to
+# the supported set: Abs CumSum Einsum GatherND GridSample Hardmax Neg Not Reciprocal ReduceL2
+# ReduceLogSumExp Round Sum ThresholdedRelu TopK. The rest it refuses or leaves unlowered ("No lowering
+# found ..., use CustomOperatorLower", e.g. Sign, Selu, Trilu, ReduceProd were measured).
+_RKNN_LOWERED = _ops("""
+    Abs CumSum Einsum GatherND GridSample Hardmax Neg Not Reciprocal ReduceL2 ReduceLogSumExp Round Sum
+    ThresholdedRelu TopK
+""")
+RKNN_SUPPORTED = {"": _ops("""
+    Add And ArgMax ArgMin AveragePool BatchNormalization Cast Clip Concat Constant ConstantOfShape Conv
+    ConvTranspose Cos DepthToSpace DequantizeLinear Div Dropout Elu Equal Erf Exp Expand EyeLike Flatten
+    Floor GRU Gather GatherElements Gemm GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual
+    HardSigmoid HardSwish Identity If InstanceNormalization LRN LSTM LayerNormalization LeakyRelu Less
+    LessOrEqual Log LogSoftmax LpNormalization MatMul Max MaxPool MaxRoiPool MaxUnpool
+    MeanVarianceNormalization Min Mish Mod Mul PRelu Pad Pow QuantizeLinear ReduceMax ReduceMean
+    ReduceMin ReduceSum Relu Reshape Resize ReverseSequence RoiAlign ScatterND Shape Sigmoid Sin Size
+    Slice Softmax Softplus SpaceToDepth Split Sqrt Squeeze Sub Tanh Tile Transpose Unsqueeze Where
+""") | _RKNN_LOWERED}
+RKNN_UNSUPPORTED = _ops("""
+    Acos Acosh Asin Asinh Atan Atanh Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor
+    BlackmanWindow CastLike Ceil Celu CenterCropPad Col2Im Compress ConcatFromSequence ConvInteger Cosh
+    DFT DeformConv Det DynamicQuantizeLinear GlobalLpPool GroupNormalization HammingWindow HannWindow
+    IsInf IsNaN Loop LpPool MatMulInteger Mean MelWeightMatrix Multinomial NegativeLogLikelihoodLoss
+    NonMaxSuppression NonZero OneHot Optional OptionalGetElement OptionalHasElement Or QLinearConv
+    QLinearMatMul RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range ReduceL1
+    ReduceLogSum ReduceProd ReduceSumSquare STFT Scan ScatterElements Selu SequenceAt SequenceConstruct
+    SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap Shrink Sign Sinh
+    SoftmaxCrossEntropyLoss Softsign SplitToSequence StringNormalizer Tan TfIdfVectorizer Trilu Unique Xor
+""")
+RKNN_PLATFORM = "rk3588"  # what compat judges for: the table above and the live probe's target_platform
+
 # backend -> (supported ops by domain, default-domain ops documented as unsupported)
 TABLES = {
     "ncnn": (NCNN_SUPPORTED, NCNN_UNSUPPORTED),
     "openvino": (OPENVINO_SUPPORTED, OPENVINO_UNSUPPORTED),
     "tensorrt": (TENSORRT_SUPPORTED, TENSORRT_UNSUPPORTED),
     "onnxruntime": (ONNXRUNTIME_SUPPORTED, frozenset()),
+    "rknn": (RKNN_SUPPORTED, RKNN_UNSUPPORTED),
 }
 # Tables listing every op the engine has; an op missing from them is unsupported, not unverified.
 COMPLETE_TABLES = frozenset({"onnxruntime"})
@@ -237,6 +272,7 @@ OPSET_RANGE = {
     "tensorrt": (9, 24),  # operators.md: "TensorRT 10.15 supports operators ... opset 9 to opset 24"
     # the locked 1.32.0 (tools/lock.txt): "Current official support for domain ai.onnx is till opset 28"
     "onnxruntime": (None, 28),
+    "rknn": (None, 19),  # 2.5.0's load_onnx: "Unsupport onnx opset 20, need <= 19!" (measured)
 }
 ML_OPSET_MAX = {"onnxruntime": 5}  # 1.31.1: "... domain ai.onnx.ml is till opset 5"
 # ORT 1.32.0: "max supported IR version: 14". (edgesdk's ncnn converter lowers the IR for pnnx itself.)
@@ -247,6 +283,8 @@ FIX_HINT = {
     "openvino": "they need an OpenVINO frontend extension, or use the onnxruntime backend",
     "tensorrt": "they need a TensorRT plugin, or use the onnxruntime backend",
     "onnxruntime": "they need a custom-op library (SessionOptions.register_custom_ops_library)",
+    "rknn": ("rknn-toolkit2 cannot put them on the NPU: replace them in the model before export, give the board a "
+             "custom op (rknn_register_custom_ops), or use the board's CPU (profile rk3588-cpu)"),
 }
 
 # numpy dtype name -> pnnx inputshape type suffix

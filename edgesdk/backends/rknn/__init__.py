@@ -45,6 +45,16 @@ class RknnBackend:
 
         return SimulatorSession(artifact, threads=threads)
 
+    def probe(self, model, path: Path, work: Path, inputs: list, ops: set, platform: str = PLATFORMS[0]):
+        """What rknn-toolkit2, in its own environment, says about the model for `platform` (compat's live
+        check: load and an fp16 build in the worker), or why it was not asked."""
+        from edgesdk.backends.rknn.probe import probe
+
+        reason = self.available()
+        if reason is not None:
+            return f"not probed: {reason}"
+        return probe(model, path, work, inputs, ops, platform)
+
     def rank_layers(self, model: Path, artifact: Artifact, samples: list[dict]) -> list[tuple[str, float]]:
         """ONNX nodes worst first by the toolkit's per-layer error (the int8 budget's fallback order)."""
         from edgesdk.backends.rknn.convert import layer_sensitivity

@@ -68,14 +68,22 @@ class Worker:
             raise ConversionError(f"rknn {op}: {reply['error']}" + (f"; the toolkit said: {said}" if said else ""))
         return reply
 
-    def errors_since(self, offset: int) -> str:
-        """The toolkit's own error lines ('E ...', colour codes stripped) logged after `offset`."""
+    def log_size(self) -> int:
+        self._log.flush()
+        return self.log_path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        """The toolkit's log written after `offset`, colour codes stripped."""
         import re
 
         with open(self.log_path, "rb") as f:
             f.seek(offset)
-            text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))
-        lines = [ln[2:].strip() for ln in text.splitlines() if ln.startswith("E ") and "Unkown op target" not in ln]
+            return re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))
+
+    def errors_since(self, offset: int) -> str:
+        """The toolkit's own error lines ('E ...') logged after `offset`."""
+        lines = [ln[2:].strip() for ln in self.log_since(offset).splitlines()
+                 if ln.startswith("E ") and "Unkown op target" not in ln]
         return " | ".join(dict.fromkeys(lines[-3:]))
 
     def scratch(self) -> Path:

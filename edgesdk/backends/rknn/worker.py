@@ -12,6 +12,9 @@ Requests (`op`):
   build    ONNX -> .rknn: int8 (w8a8, calibration .npy files) or fp16; ONNX node names in `float_nodes`
            stay float16 through the toolkit's hybrid quantization; then the simulator starts.
   run      inputs (.npy, the model's own layout, raw pixels where mean/std are folded in) -> outputs.
+  probe    compat's live check: load_onnx + build without quantization (fp16) for `platform`; nothing is
+           exported and no simulator starts. Replies whether it built and the toolkit's error, if any; what the
+           compiler could not lower it writes to the log, which the caller reads.
   analyse  accuracy_analysis of the built int8 model on a few inputs in a temporary directory (it dumps
            every tensor as text, ~340 MB per image); only its per-layer error table comes back.
   quit
@@ -96,6 +99,19 @@ class Worker:
         self.built = req
         return {"seconds": round(build_s, 3), "float_pairs": pairs, "toolkit": toolkit_version()}
 
+    def probe(self, req: dict) -> dict:
+        self.built = None
+        try:
+            self._new({**req, "precision": "fp16"})
+            check(self.rknn.build(do_quantization=False), "build")
+            error = ""
+        except Exception as e:  # the verdict, not a failure of the request
+            traceback.print_exc()
+            error = str(e).strip() or type(e).__name__
+        finally:
+            flush_c_stdio()  # the compiler's "No lowering found" lines are C stdio, buffered in the log
+        return {"built": not error, "error": error[-4000:], "toolkit": toolkit_version()}
+
     # ------------------------------------------------------------------ run / analyse
     def run(self, req: dict) -> dict:
         if self.built is None:
@@ -129,6 +145,12 @@ class Worker:
 def check(ret, what: str) -> None:
     if ret != 0:
         raise RuntimeError(f"rknn-toolkit2 {what} failed (returned {ret}); see the toolkit's log")
+
+
+def flush_c_stdio() -> None:
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)
 
 
 def toolkit_version() -> str:
@@ -230,7 +252,8 @@ def main() -> int:
         if op == "quit":
             break
         try:
-            result = {"build": worker.build, "run": worker.run, "analyse": worker.analyse}[op](req)
+            ops = {"build": worker.build, "run": worker.run, "analyse": worker.analyse, "probe": worker.probe}
+            result = ops[op](req)
             answer = {"ok": True, **result}
         except Exception as e:  # reported to the caller, which raises an EdgeSDKError naming it
             traceback.print_exc()
