@@ -106,6 +106,23 @@ def test_profile_keeps_stem_and_depthwise_float_and_holds_the_budget(ov_bundle, 
     assert "fp32 gaps of the flips" in report
 
 
+def test_openvino_quantized_nodes_are_the_ones_nncf_quantized(ov_bundle, opt_onnx):
+    """The fallback ranks only these: the int8 convolutions, the pooling and the classifier, never a node
+    the profile keeps float, nor an op NNCF leaves alone."""
+    import onnx
+
+    q = json.loads((ov_bundle[0] / "manifest.json").read_text())["quantization"]
+    nodes = registry.get("openvino").quantized_nodes(opt_onnx, Artifact.load(ov_bundle[0] / "model"))
+    types = {n.name: n.op_type for n in onnx.load(str(opt_onnx)).graph.node}
+    convs = {n for n, t in types.items() if t == "Conv"}
+    kept_float = set(q["float_layers"]) | set(q["fallback"])
+    assert nodes and not nodes & kept_float, nodes & kept_float
+    assert convs - kept_float <= nodes  # every int8 convolution found, through Conv+bias splits and renames
+    # NNCF also quantizes the residual Adds' and the pooling's inputs; the Relu6 clips it leaves alone
+    assert {types[n] for n in nodes} <= {"Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "Reshape"}, nodes
+    assert {n for n, t in types.items() if t in ("Clip", "Relu")}.isdisjoint(nodes)
+
+
 def test_budget_missed_by_plain_int8_triggers_fallback_then_holds(tmp_path, effnet_onnx, calib_images,
                                                                   effnet_preprocess):
     """No float_layers: every layer int8 misses top-1 drop <= 0.01 on the held-back photos; the most
