@@ -109,7 +109,7 @@ def cmd_package(args) -> int:
                      spec=_spec_override(args), labels=labels, tar=args.tar, sign=args.sign,
                      progress=None if args.json else stderr_progress)
     v = result.manifest["validation"]
-    b = result.manifest["benchmark"]
+    b, skipped = result.manifest["benchmark"], result.manifest.get("benchmark_skipped")
     q = result.manifest.get("quantization") or {}
     held = bool(q.get("steps")) and q["steps"][-1]["check"]["passed"]
     verdict = ("passed" if v.get("passed") else "not run here" if v.get("passed") is None
@@ -130,7 +130,7 @@ def cmd_package(args) -> int:
         human.append(f"  int8 budget: {'held' if held else 'missed'} ({on}cosine min {c['cosine_min']:.4f} over "
                      f"{c['samples']} images{', 2-fold cross-check' if c.get('folds', 1) > 1 else ''}), "
                      f"{len(last['float_nodes'])} layer(s) in float")
-    human.append("  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else "-"))
+    human.append("  latency here: " + (f"p50 {b['p50_ms']:.2f} ms, {b['throughput_fps']:.1f} fps" if b else skipped or "-"))
     human.append(f"  report: {result.out / 'report.html'}")
     _emit(args, result.to_dict(), "\n".join(human))
     return 0

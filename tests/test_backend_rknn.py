@@ -286,3 +286,37 @@ def test_compat_probe_builds_in_the_worker(tmp_path, effnet_onnx, ppocr_det_onnx
     assert got.ok and "for rk3576" in got.reason, got
     print(f"\nrknn compat probe, EfficientNet-Lite0 for rk3576: {seconds:.2f} s (worker start, load_onnx, build)")
     assert not any(m.split(".")[0] == "rknn" for m in sys.modules)
+
+
+# ---------------------------------------------------------------------------- package: no simulator latency
+
+FP16_PROFILE = """schema = 1
+name = "rk3588-npu-fp16"
+engine = "rknn"
+precision = "fp16"
+arch = "aarch64"
+threads = 3
+[engine_options]
+platform = "rk3588"
+[validate]
+min_cosine = 0.99
+"""
+
+
+@needs_env
+def test_package_does_not_time_the_simulator(tmp_path, effnet_onnx, calib_dir):
+    """The bundle is checked in the toolkit's x86 simulator, whose time says nothing of the NPU: the manifest
+    records no latency figures and says why; the report and the CLI say the same."""
+    profile = tmp_path / "fp16.toml"
+    profile.write_text(FP16_PROFILE)
+    out = tmp_path / "b"
+    r = _cli("package", effnet_onnx, "--target", profile, "--calib", calib_dir, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["validation"]["passed"] is True and m["backend"] == "rknn"
+    assert m["benchmark"] is None
+    assert m["benchmark_skipped"].startswith("not timed: it runs in the rknn simulator (x86) here"), m
+    assert "latency here: not timed: it runs in the rknn simulator (x86)" in r.stdout, r.stdout
+    report = (out / "report.md").read_text()
+    assert "Not timed: it runs in the rknn simulator (x86) here" in report, report
+    assert "Not timed: it runs in the rknn simulator (x86) here" in (out / "report.html").read_text()

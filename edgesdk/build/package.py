@@ -195,7 +195,7 @@ class PackageResult:
         m = self.manifest
         return {"out": str(self.out), "tar": str(self.tar) if self.tar else None, "target": m["target"],
                 "backend": m["backend"], "precision": m["precision"], "validation": m["validation"],
-                "benchmark": m["benchmark"], "files": m["files"]}
+                "benchmark": m["benchmark"], "files": m["files"], "benchmark_skipped": m.get("benchmark_skipped")}
 
 
 def package(model: str | Path, target: str | Path, out: str | Path, calib: str | Path | list | None = None,
@@ -287,15 +287,20 @@ def package(model: str | Path, target: str | Path, out: str | Path, calib: str |
         write_manifest(stage, manifest)
         latencies, scatter = None, None
         if result.parity is not None:
-            _say(progress, "benchmark on this machine")
             frames = ([read_image(p) for p in (image_list or [])[:4]] if spec else None) or None
             with Model(stage, threads=threads or profile.threads or None) as m:
                 if profile.precision == "int8":  # what a device must reproduce: see Model.check
                     add_golden(stage, golden, "expected", [m.infer(f) for f in feeds])
-                manifest["benchmark"] = host_benchmark(m, frames or [])
+                if m.simulator:
+                    manifest["benchmark_skipped"] = (f"not timed: it runs in the {m.simulator} here, whose time "
+                                                     f"says nothing of the device's; time it there (edgesdk bench)")
+                    _say(progress, f"benchmark {manifest['benchmark_skipped']}")
+                else:
+                    _say(progress, "benchmark on this machine")
+                    manifest["benchmark"] = host_benchmark(m, frames or [])
+                    latencies = manifest["benchmark"].pop("latencies_ms", None)
                 first_out = result.artifact.outputs[0].name
                 scatter = (outputs[0][first_out], m.infer(feeds[0])[first_out], first_out)
-            latencies = manifest["benchmark"].pop("latencies_ms", None)
         (stage / "report.md").write_text(report_md(manifest, latencies))
         first_in = result.artifact.inputs[0].name
         view = model_view(feeds[0][first_in], manifest["preprocess"]) if spec and image_list else None

@@ -58,7 +58,8 @@ def report_md(manifest: dict, latencies: list[float] | None) -> str:
         if latencies:
             lines += ["```", *histogram(latencies), "```"]
     else:
-        lines.append("The engine does not run on the build machine.")
+        lines.append(f"{manifest['benchmark_skipped'][0].upper()}{manifest['benchmark_skipped'][1:]}."
+                     if manifest.get("benchmark_skipped") else "The engine does not run on the build machine.")
     return "\n".join(lines) + "\n"
 
 

@@ -149,6 +149,9 @@ def report_html(manifest: dict, latencies: list[float] | None, view: np.ndarray 
         if latencies:
             out.append(_histogram(latencies, b))
         out.append(_split(b))
+    elif manifest.get("benchmark_skipped"):
+        skipped = manifest["benchmark_skipped"]
+        out.append(f"<p>{_e(skipped[0].upper() + skipped[1:])}.</p>")
     else:
         out.append("<p>The engine does not run on the build machine.</p>")
     if view is not None:

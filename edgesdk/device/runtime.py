@@ -192,6 +192,12 @@ class Model(Closable):
             raise EdgeSDKError(f"{self.root}: this model is closed")
         return self._session
 
+    @property
+    def simulator(self) -> str | None:
+        """What runs the model here in place of the target's engine (rknn's x86 simulator), or None: its
+        timings say nothing of the device's."""
+        return getattr(self._live(), "engine_label", None)
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._live().run(feeds)
 
