@@ -62,3 +62,24 @@ def test_report_html_renders_in_headless_chromium(int8_bundle, tmp_path):
     assert photo.std() > 20, "the embedded photo is blank"
     score = cv2.matchTemplate(img.astype(np.float32), photo, cv2.TM_CCOEFF_NORMED).max()
     assert score > 0.95, f"the model-input photo is not on the rendered page (best match {score:.3f})"
+
+
+def test_budget_steps_show_method_and_barely_firing_samples(int8_bundle):
+    """A step whose samples barely fire (a text detector's map on a photo without text) shows how many
+    were held on max-abs and the cosine that counted, in report.md and report.html alike."""
+    from edgesdk.build.budget import Budget, check_budget
+    from edgesdk.build.report import report_md
+    from edgesdk.build.report_html import report_html
+
+    rng = np.random.default_rng(0)
+    firing = rng.random((1, 1, 32, 32)).astype(np.float32)
+    quiet = (rng.random((1, 1, 32, 32)) * 1e-3).astype(np.float32)
+    refs = [{"map": firing}, {"map": quiet}]
+    gots = [{"map": firing * 1.001}, {"map": rng.random((1, 1, 32, 32)).astype(np.float32) * 1e-3}]
+    check = check_budget(refs, gots, Budget(min_cosine=0.99))
+    assert check.passed and check.near_zero == 1 and check.judged_cosine_min > 0.999
+    manifest = json.loads((int8_bundle / "manifest.json").read_text())
+    manifest["quantization"]["steps"] = [{"float_nodes": [], "method": "minmax", "check": check.to_dict()}]
+    md, page = report_md(manifest, None), report_html(manifest, None)
+    assert "| minmax | 0 | " in md and "1 barely firing held by max-abs" in md and "judged by cosine (min 1.0000" in md
+    assert "<td>minmax</td><td>0</td>" in page and "1 (max abs " in page and "judged cosine min 1.0000" in page

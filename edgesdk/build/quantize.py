@@ -260,10 +260,14 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
 
     with reference_session(model, threads=threads) as ref:
         refs = [ref.run(f) for f in evals]
-    if settings.is_default and not has_classifier_output(refs):
-        settings = replace(settings, budget=Budget(min_cosine=DEFAULT_MIN_COSINE))
+    if settings.budget.max_top1_drop is not None and not has_classifier_output(refs):
+        # a detector packaged with a shipped int8 profile (written with classifiers' top-1 in mind)
+        cos = settings.budget.min_cosine if settings.budget.min_cosine is not None else DEFAULT_MIN_COSINE
+        settings = replace(settings, budget=Budget(min_cosine=cos))
         report.budget = settings.budget
-        report.notes.append(f"no classifier output: the default budget is cosine >= {DEFAULT_MIN_COSINE:g}")
+        report.notes.append(f"no classifier output: the budget is cosine >= {cos:g} (the profile's top-1 drop "
+                            "has nothing to count)" if not settings.is_default else
+                            f"no classifier output: the default budget is cosine >= {cos:g}")
     if folds == 2:
         report.notes.append(f"budget judged on all {len(evals)} calibration batches by 2-fold cross-check")
 

@@ -34,14 +34,13 @@ def report_md(manifest: dict, latencies: list[float] | None) -> str:
                   f"(top-1 drop <= {q['budget']['max_top1_drop']}, cosine >= {q['budget']['min_cosine']}) checked on "
                   f"{q['held_back_images']} held-back images on {q['checked_on'] or 'no engine here'}.", ""]
         if q["steps"]:
-            lines += ["| layers in float | top-1 drop | fp32 gaps of the flips | cosine min | budget |",
-                      "|---|---|---|---|---|"]
+            from edgesdk.build.budget import BudgetCheck
+
+            lines += ["| method | layers in float | check | budget |", "|---|---|---|---|"]
             for st in q["steps"]:
                 c = st["check"]
-                drop = "-" if c["top1_drop"] is None else f"{c['top1_drop']:.3f}"
-                gaps = ", ".join(f"{g:.3g}" for g in c.get("flip_gaps", [])) or "-"
-                lines.append(f"| {len(st['float_nodes'])} | {drop} | {gaps} | {c['cosine_min']:.4f} | "
-                             f"{'held' if c['passed'] else 'missed'} |")
+                lines.append(f"| {st.get('method', q['method'])} | {len(st['float_nodes'])} | "
+                             f"{BudgetCheck(**c).describe()} | {'held' if c['passed'] else 'missed'} |")
         if q.get("float_layers"):
             lines += ["", f"Float by the profile's float_layers: {len(q['float_layers'])} layer(s)."]
         if q["fallback"]:

@@ -20,6 +20,14 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
+def _near_zero(check: dict) -> str:
+    """Samples under the cosine budget whose output barely fires, passed on max-abs (build.budget)."""
+    if not check.get("near_zero"):
+        return "-"
+    return (f"{check['near_zero']} (max abs {check['max_abs']:.3g} &lt;= {check['atol']:g}); judged cosine min "
+            f"{_num(check.get('judged_cosine_min'), '.4f')}")
+
+
 def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -126,13 +134,16 @@ def report_html(manifest: dict, latencies: list[float] | None, view: np.ndarray 
     q = manifest.get("quantization")
     if q and q.get("steps"):
         rows = "".join(
-            f"<tr><td>{len(s['float_nodes'])}</td><td>{_num(s['check']['top1_drop'], '.3f')}"
-            f"</td><td>{s['check'].get('decided', '-')}</td><td>{s['check']['cosine_min']:.4f}</td>"
-            f"<td>{s['check'].get('samples')}</td><td class='{'ok' if s['check']['passed'] else 'bad'}'>"
-            f"{'held' if s['check']['passed'] else 'missed'}</td></tr>" for s in q["steps"])
+            f"<tr><td>{_e(s.get('method', q['method']))}</td><td>{len(s['float_nodes'])}</td>"
+            f"<td>{_num(s['check']['top1_drop'], '.3f')}</td><td>{s['check'].get('decided', '-')} "
+            f"{_e(s['check'].get('per', 'photo'))}s</td><td>{s['check']['cosine_min']:.4f}</td>"
+            f"<td>{_near_zero(s['check'])}</td><td>{s['check'].get('samples')}</td>"
+            f"<td class='{'ok' if s['check']['passed'] else 'bad'}'>{'held' if s['check']['passed'] else 'missed'}"
+            f"</td></tr>" for s in q["steps"])
         out.append(f"<h2>INT8 accuracy budget</h2><p>{_e(q['method'])}, {q['calibration_images']} calibration images; "
-                   f"budget {_e(q['budget'])}</p><table><tr><th>float layers</th><th>top-1 drop</th><th>decided photos"
-                   f"</th><th>cosine min</th><th>images</th><th>budget</th></tr>{rows}</table>")
+                   f"budget {_e(q['budget'])}</p><table><tr><th>method</th><th>float layers</th><th>top-1 drop</th>"
+                   f"<th>decided</th><th>cosine min</th><th>barely firing, held by max-abs</th><th>images</th>"
+                   f"<th>budget</th></tr>{rows}</table>")
         if q.get("sensitivity"):
             worst = max(s for _, s in q["sensitivity"]) or 1.0
             rows = "".join(f"<tr><td style='text-align:left'>{_e(n)}</td><td>{s:.4g}</td><td style='text-align:left'>"
