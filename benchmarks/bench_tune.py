@@ -68,6 +68,9 @@ def compare(name: str, onnx: Path, calib: list[Path], frames, work: Path, minute
         if p in med:
             print(f"{p:<22}{med[p]:>12.2f}{med['tuned']:>10.2f}{med['tuned'] / med[p]:>8.3f}"
                   f"{worst['tuned'] / worst[p]:>19.3f}")
+    if "host" in med and "x86-openvino" in med:  # the same profile under two names: what noise alone does
+        print(f"noise floor: host / x86-openvino (identical profiles) {med['host'] / med['x86-openvino']:.3f} median, "
+              f"{worst['host'] / worst['x86-openvino']:.3f} worst round")
     print()
 
 

@@ -195,6 +195,25 @@ def test_ranking_prefers_the_configuration_fast_in_every_round(objective):
     assert [rows[i]["candidate"] for i in front] == ["steady"]
 
 
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_a_tie_goes_to_the_native_runtime_then_accuracy(objective):
+    """Within TIE of each other the order is noise (PP-OCRv4 det, OpenVINO fp32: the Python session won tune's
+    rounds by 6 % and lost the benchmark's): the native runtime wins the tie, then the more accurate row.
+    Outside it, speed decides."""
+    from edgesdk.build.tune import TIE, _choose
+
+    def row(name, ms, native=True, accuracy=1.0):
+        return {**_row(name, {"p50_ms": ms, "fps": 1000 / ms, "rank_ms": ms, "rank_fps": 1000 / ms,
+                              "p50_rounds_ms": [ms]}),
+                "native": native, "accuracy": accuracy}
+
+    near = 10.0 * (1 + TIE / 2)
+    rows = [row("python", 10.0, native=False), row("native-int8", near, accuracy=0.995), row("native-fp32", near)]
+    assert _choose(rows, objective)["winner"]["candidate"] == "native-fp32"
+    rows = [row("python", 10.0, native=False), row("native", 10.0 * (1 + 2 * TIE))]
+    assert _choose(rows, objective)["winner"]["candidate"] == "python"
+
+
 def test_a_configuration_over_the_free_cores_ranks_by_its_loaded_timing():
     """A round measured under load is re-timed and the quieter figure kept; a configuration the load leaves
     oversubscribed is ranked by the loaded one."""
