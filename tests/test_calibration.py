@@ -104,7 +104,9 @@ def test_progress_on_a_terminal_is_a_tqdm_bar():
 
 def test_profile_quantize_table():
     s = QuantizeSettings.from_profile({"calib_images": 50, "max_top1_drop": 0.01, "method": "minmax", "seed": 2})
-    assert s == QuantizeSettings(50, "minmax", 2, Budget(0.01, None))
+    assert s == QuantizeSettings(50, "minmax", 2, Budget(0.01, None), method_given=True)
+    # no method named: kl, and the quantize stage may try min/max before keeping layers float
+    assert not QuantizeSettings.from_profile({"max_top1_drop": 0.01}).method_given
     assert QuantizeSettings.from_profile(None) == QuantizeSettings() and not QuantizeSettings().budget
     for bad, msg in (({"calib_images": 0}, "calib_images"), ({"method": "entropy"}, "method"),
                      ({"max_top1_drop": 2}, "max_top1_drop"), ({"min_cosine": "high"}, "min_cosine"),
