@@ -82,7 +82,7 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget, folds: int 
     from edgesdk.device.compare import TOLERANCES, Tolerance, compare, cosine
 
     report = compare(refs, gots, "int8", Tolerance(min_cosine=-1.0, atol=float("inf"), min_top1=0.0))
-    decided, flips = _decided_flips(refs, gots, budget.margin)
+    decided, flips, gaps, per = _top1_figures(refs, gots, budget.margin)
     if budget.max_top1_drop is not None and decided is None:
         raise EdgeSDKError("[quantize] max_top1_drop needs a classifier output ([N, classes], or class "
                            "probabilities per time step [N, T, classes]); this model has none: give min_cosine instead")
@@ -100,9 +100,9 @@ def check_budget(refs: list[dict], gots: list[dict], budget: Budget, folds: int 
                 worst = max([worst or 0.0] + [m for c, m in errs if c < budget.min_cosine])
     ok = (budget.max_top1_drop is None or drop <= budget.max_top1_drop + 1e-9) and not missed
     cos_mean = float(np.mean([o.cosine_mean for o in report.outputs])) if report.outputs else None
-    return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), _flip_gaps(refs, gots),
+    return BudgetCheck(len(refs), report.cosine_min, drop, bool(ok), gaps,
                        cos_mean, decided, flips, folds, near, worst, atol if near else None, missed,
-                       min(judged) if judged else None, _unit(refs))
+                       min(judged) if judged else None, per)
 
 
 def _max_abs(ref, got) -> float:
@@ -130,46 +130,30 @@ def decision_rows(ref: np.ndarray) -> np.ndarray | None:
     return steps if steps.min() >= 0 and np.allclose(steps.sum(1), 1.0, atol=1e-3) else None
 
 
-def _unit(refs: list[dict]) -> str:
-    from edgesdk.device.compare import classifier_rows
-
-    seq = any(classifier_rows(np.asarray(r)) is None and decision_rows(np.asarray(r, dtype=np.float64)) is not None
-              for ref in refs[:1] for r in ref.values())
-    return "time step" if seq else "photo"
-
-
-def _decided_flips(refs: list[dict], gots: list[dict], margin: float) -> tuple[int | None, int]:
-    """(photos or time steps fp32 decides, how many of them int8 flips); (None, 0) without a classifier output."""
-    decided, flips, any_rows = 0, 0, False
+def _top1_figures(refs: list[dict], gots: list[dict], margin: float) -> tuple[int | None, int, list[float], str]:
+    """One pass over the decision rows (decision_rows): how many fp32 decides (None without any such
+    output), how many of those int8 flips, fp32's gap between its class and int8's for every flip
+    (decided or not: a gap near 0 is a near-tie any rounding flips), and what a row is (photo or time step)."""
+    decided, flips, gaps, any_rows, per = 0, 0, [], False, "photo"
     for ref, got in zip(refs, gots):
         for name, r in ref.items():
-            rows = decision_rows(np.asarray(r, dtype=np.float64))
+            r = np.asarray(r, dtype=np.float64)
+            rows = decision_rows(r)
             if rows is None:
                 continue
-            any_rows = True
+            any_rows, per = True, "time step" if r.ndim == 3 else per
+            g = np.asarray(got[name], dtype=np.float64).reshape(rows.shape)
             top2 = np.sort(_probabilities(rows), axis=1)[:, -2:]
             sure = top2[:, 1] - top2[:, 0] >= margin
-            changed = rows.argmax(1) != np.asarray(got[name], dtype=np.float64).reshape(rows.shape).argmax(1)
+            changed = rows.argmax(1) != g.argmax(1)
             decided += int(sure.sum())
             flips += int((sure & changed).sum())
-    return (decided if any_rows else None), flips
+            gaps += [round(float(x[x.argmax()] - x[y.argmax()]), 4) for x, y in zip(rows[changed], g[changed])]
+    return (decided if any_rows else None), flips, gaps, per
 
 
 def has_classifier_output(refs: list[dict]) -> bool:
     return any(decision_rows(np.asarray(r, dtype=np.float64)) is not None for ref in refs[:1] for r in ref.values())
-
-
-def _flip_gaps(refs: list[dict], gots: list[dict]) -> list[float]:
-    gaps = []
-    for ref, got in zip(refs, gots):
-        for name, r in ref.items():
-            rows = decision_rows(np.asarray(r, dtype=np.float64))
-            if rows is None:
-                continue
-            for x, y in zip(rows, np.asarray(got[name], dtype=np.float64).reshape(rows.shape)):
-                if x.argmax() != y.argmax():
-                    gaps.append(round(float(x[x.argmax()] - x[y.argmax()]), 4))
-    return gaps
 
 
 def _better(a: BudgetCheck, b: BudgetCheck) -> bool:
