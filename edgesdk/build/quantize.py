@@ -265,9 +265,9 @@ def quantize_stage(be, model: Path, out: Path, options: ConvertOptions, images, 
         cos = settings.budget.min_cosine if settings.budget.min_cosine is not None else DEFAULT_MIN_COSINE
         settings = replace(settings, budget=Budget(min_cosine=cos))
         report.budget = settings.budget
-        report.notes.append(f"no classifier output: the budget is cosine >= {cos:g} (the profile's top-1 drop "
-                            "has nothing to count)" if not settings.is_default else
-                            f"no classifier output: the default budget is cosine >= {cos:g}")
+        kind, why = (("default budget", "") if settings.is_default
+                     else ("budget", " (the profile's top-1 drop has nothing to count)"))
+        report.notes.append(f"no classifier output: the {kind} is cosine >= {cos:g}{why}")
     if folds == 2:
         report.notes.append(f"budget judged on all {len(evals)} calibration batches by 2-fold cross-check")
 

@@ -153,11 +153,11 @@ def quantized_nodes(model: Path, artifact: Artifact) -> set[str]:
 
 def _through_folds(ops, proto, node_name: str) -> str | None:
     """The OpenVINO op an ONNX node was fused into with the constant scale/shift ops after it."""
-    by_tensor = {name: op for op in ops for port in op.outputs() for name in port.get_names()}
     node = next(n for n in proto.graph.node if n.name == node_name)
     want = _COUNTERPARTS.get(node.op_type)
-    if not want:
+    if not want:  # before the maps below: quantized_nodes asks this of every node OpenVINO renamed
         return None
+    by_tensor = {name: op for op in ops for port in op.outputs() for name in port.get_names()}
     consts = {i.name for i in proto.graph.initializer}
     consts.update(o for n in proto.graph.node if n.op_type == "Constant" for o in n.output)
     consumers: dict[str, list] = {}
