@@ -303,20 +303,6 @@ def _time(built, frames, rounds: int, deadline: float, others: float, say) -> tu
     return rows, {"rounds": done, "load": {"min": min(loads), "max": max(loads)}, "untimed": untimed}
 
 
-# Rows this close on the ranking statistic are a tie: the same engine and precision through the native
-# and the Python session, or at neighbouring thread counts, differ by that much from run to run (PP-OCRv4
-# det, OpenVINO fp32: Python 21.6 ms vs native 23.0 ms worst round in tune, the order reversed in the
-# benchmark's 5 rounds).
-TIE = 0.07
-
-
-def _tie_break(rows: list[dict], tied: list[int]) -> int:
-    """Among tied rows: the native runtime (the board's path, no Python per frame), then the most accurate,
-    then the fewest cores busy, then the faster."""
-    return min(tied, key=lambda i: (not rows[i]["native"], -(rows[i].get("accuracy") or rows[i]["cosine_min"]),
-                                    (rows[i]["threads"] or 99) * rows[i]["workers"], rows[i]["rank_ms"]))
-
-
 def _choose(rows: list[dict], objective: str) -> dict:
     """The winner and the Pareto fronts, ranked by each row's rank_ms / rank_fps (device.tuning.RANK_BY: the
     worst round), not by the median that one quiet moment can carry."""
@@ -329,13 +315,11 @@ def _choose(rows: list[dict], objective: str) -> dict:
     thr = pareto(rows, "rank_fps")
     if objective == "latency":
         best = min(single, key=lambda i: (rows[i]["rank_ms"], -rows[i]["rank_fps"]))
-        best = _tie_break(rows, [i for i in single if rows[i]["rank_ms"] <= rows[best]["rank_ms"] * (1 + TIE)])
         same = [i for i, r in enumerate(rows) if all(r[k] == rows[best][k] for k in ("candidate", "native", "threads"))]
         best_w = max(same, key=lambda i: rows[i]["rank_fps"])  # the width only changes throughput
         winner = {**rows[best_w], **{k: rows[best][k] for k in ("p50_ms", "rank_ms", "p50_rounds_ms")}}
     else:
         best_w = max(range(len(rows)), key=lambda i: (rows[i]["rank_fps"], -rows[i]["rank_ms"]))
-        best_w = _tie_break(rows, [i for i, r in enumerate(rows) if r["rank_fps"] >= rows[best_w]["rank_fps"] * (1 - TIE)])
         winner = rows[best_w]
     return {"winner": winner, "winner_index": best_w, "candidates": rows,
             "pareto": {"latency": lat, "throughput": thr}}
