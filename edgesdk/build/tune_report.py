@@ -78,7 +78,7 @@ def table_md(result: dict) -> list[str]:
         front = ",".join(k for k, f in (("latency", result["pareto"]["latency"]),
                                          ("throughput", result["pareto"]["throughput"])) if i in f) or "-"
         if r.get("defers_to_native"):
-            front += f" (ties its native twin: {'/'.join(r['defers_to_native'])})"
+            front += f" (defers to its native twin, not 7% faster: {'/'.join(r['defers_to_native'])})"
         top1 = "-" if r["top1"] is None else f"{r['top1']:.3f}"
         drop = "-" if r["top1_drop"] is None else f"{r['top1_drop']:.3f}"
         mark = " **winner**" if i == result["winner_index"] else ""
