@@ -70,6 +70,8 @@ def _held(r: dict) -> str:
 
 
 def table_md(result: dict) -> list[str]:
+    from edgesdk.build.tune import TWIN_TIE
+
     rows = result["candidates"]
     lines = ["| candidate | session | threads | workers | worst-round p50 ms | p50 ms | worst-round frames/s | "
              "accuracy (cosine vs ORT, firing samples) | barely firing, held by max-abs | top-1 | int8 top-1 drop "
@@ -78,7 +80,7 @@ def table_md(result: dict) -> list[str]:
         front = ",".join(k for k, f in (("latency", result["pareto"]["latency"]),
                                          ("throughput", result["pareto"]["throughput"])) if i in f) or "-"
         if r.get("defers_to_native"):
-            front += f" (defers to its native twin, not 7% faster: {'/'.join(r['defers_to_native'])})"
+            front += f" (defers to its native twin, not {TWIN_TIE:.0%} faster: {'/'.join(r['defers_to_native'])})"
         top1 = "-" if r["top1"] is None else f"{r['top1']:.3f}"
         drop = "-" if r["top1_drop"] is None else f"{r['top1_drop']:.3f}"
         mark = " **winner**" if i == result["winner_index"] else ""
