@@ -173,9 +173,11 @@ def tune(model: str | Path, calib, out: str | Path, target: str | Path = "host",
                 res = package(model, _profile(base, c, f"tune-{c.name}"), Path(work) / c.name, calib=images,
                               shapes=shapes, spec=spec, labels=labels)
             except EdgeSDKError as e:
-                why = str(e).strip().splitlines()
+                why = str(e).strip().splitlines() or [type(e).__name__]
+                if c.label != c.precision:  # bf16/fp16 compute on fp32 weights: package names the weights only
+                    why[0] = f"{c.precision} weights computing in {c.label}: {why[0]}"
                 failed.append({"candidate": c.name, "why": " ".join(why[:3])[:400]})
-                say(f"failed    {c.name}: {why[0] if why else type(e).__name__}")
+                say(f"failed    {c.name}: {why[0]}")
                 continue
             if c.precision != "int8":
                 fp32_cost = max(fp32_cost or 0.0, time.monotonic() - t)
