@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 
+ACCURACY_DECIMALS = 5  # the accuracy column's and the front's resolution
+
+
 def accuracy(row: dict) -> float:
     """A row's place on the accuracy axis: the cosine against ONNX Runtime of the samples whose output fires
     (build.tune._firing_accuracy); every sample barely firing and held by max-abs within the int8 atol: 1.0
@@ -18,7 +21,9 @@ def pareto(rows: list[dict], speed: str) -> list[int]:
     """Indices of `rows` no other row beats on both `speed` (a key ending in _ms: lower is better, e.g.
     rank_ms; else higher, e.g. rank_fps) and accuracy() (higher is better)."""
     sign = 1 if speed.endswith("_ms") else -1
-    acc = [accuracy(r) for r in rows]
+    # to the table's 5 decimals: fp32 engines differ from ORT by float rounding (1e-7), which must not put a
+    # 50% slower fp32 engine on the front beside one the table shows as equally accurate
+    acc = [round(accuracy(r), ACCURACY_DECIMALS) for r in rows]
     front = []
     for i, a in enumerate(rows):
         beaten = any(sign * b[speed] <= sign * a[speed] and acc[j] >= acc[i]
@@ -86,7 +91,8 @@ def table_md(result: dict) -> list[str]:
         mark = " **winner**" if i == result["winner_index"] else ""
         over = " (over the free cores: loaded timing)" if r.get("over_free_cores") else ""
         lines.append(f"| {r['candidate']}{mark} | {r['session']} | {r['threads'] or 'default'} | {r['workers']}{over} | "
-                     f"{_ms(r['rank_ms'])} | {_ms(r['p50_ms'])} | {r['rank_fps']:.1f} | {accuracy(r):.5f} | {_held(r)} "
+                     f"{_ms(r['rank_ms'])} | {_ms(r['p50_ms'])} | {r['rank_fps']:.1f} | "
+                     f"{accuracy(r):.{ACCURACY_DECIMALS}f} | {_held(r)} "
                      f"| {top1} | {drop} | {_ms(r['loadavg'])} | {front} |")
     return lines
 
