@@ -103,7 +103,7 @@ def test_plan_reads_the_cpu_flags():
 @pytest.mark.slow
 def test_tune_efficientnet_writes_a_reproducible_winner(effnet_onnx, calib_dir, tmp_path, capsys):
     from edgesdk.build.targets import load_target
-    from edgesdk.build.tune import TWIN_TIE
+    from edgesdk.build.tune_report import TWIN_TIE
     from edgesdk.device.bundle import read_manifest
     from edgesdk.device.runtime import load
     from edgesdk.device.tuning import cores, fits, oversubscribed
@@ -209,7 +209,8 @@ def test_ranking_prefers_the_configuration_fast_in_every_round(objective):
 def test_the_python_session_wins_over_its_native_twin_only_by_more_than_the_tie(objective):
     """The same candidate, threads and workers through the Python and the native session: 5% apart is the
     run's noise and the native row ranks (winner and front agree); 20% apart, the Python row wins."""
-    from edgesdk.build.tune import TWIN_TIE, _choose
+    from edgesdk.build.tune import _choose
+    from edgesdk.build.tune_report import TWIN_TIE
 
     def rows(python_ms):
         units, timed, _ = _rounds({"native": [10.0] * 3, "python": [python_ms] * 3, "other": [12.0] * 3})

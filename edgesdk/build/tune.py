@@ -305,35 +305,14 @@ def _time(built, frames, rounds: int, deadline: float, others: float, say) -> tu
     return rows, {"rounds": done, "load": {"min": min(loads), "max": max(loads)}, "untimed": untimed}
 
 
-# The Python and the native session of one configuration run the same engine graph with the same settings;
-# this close on the ranking statistic, their order is the run's noise (PP-OCRv4 det, OpenVINO fp32: Python
-# 21.6 ms vs native 23.0 ms worst round in tune, the order reversed in the benchmark's rounds). The native
-# runtime, the board's path with no Python per frame, is then the one that ranks.
-TWIN_TIE = 0.07
-
-
-def _defers(rows: list[dict], speed: str) -> set[int]:
-    """Python rows not faster on `speed` (rank_ms or rank_fps) by more than TWIN_TIE than their native twin
-    (same candidate, threads, workers): they neither win nor stand on the front for that objective."""
-    twin = {(r["candidate"], r["threads"], r["workers"]): r[speed] for r in rows if r["native"]}
-    out = set()
-    for i, r in enumerate(rows):
-        t = twin.get((r["candidate"], r["threads"], r["workers"]))
-        if r["native"] or t is None:
-            continue
-        faster = r[speed] * (1 + TWIN_TIE) < t if speed.endswith("_ms") else r[speed] > t * (1 + TWIN_TIE)
-        if not faster:
-            out.add(i)
-    return out
-
-
 def _choose(rows: list[dict], objective: str) -> dict:
     """The winner and the Pareto fronts, ranked by each row's rank_ms / rank_fps (device.tuning.RANK_BY: the
     worst round), not by the median that one quiet moment can carry. A Python row within TWIN_TIE of its
-    native twin is marked (defers_to_native) and left out of that objective's ranking and front."""
-    from edgesdk.build.tune_report import pareto
+    native twin (tune_report.defers) is marked defers_to_native and left out of that objective's ranking
+    and front."""
+    from edgesdk.build.tune_report import defers, pareto
 
-    defer = {"latency": _defers(rows, "rank_ms"), "throughput": _defers(rows, "rank_fps")}
+    defer = {"latency": defers(rows, "rank_ms"), "throughput": defers(rows, "rank_fps")}
     for i, r in enumerate(rows):
         r["cosine_min"] = r["cosine_min"] if r["cosine_min"] is not None else 0.0
         r["defers_to_native"] = [k for k in ("latency", "throughput") if i in defer[k]]

@@ -34,6 +34,28 @@ def pareto(rows: list[dict], speed: str) -> list[int]:
     return sorted(front, key=lambda i: sign * rows[i][speed])
 
 
+# The Python and the native session of one configuration run the same engine graph with the same settings;
+# this close on the ranking statistic, their order is the run's noise (PP-OCRv4 det, OpenVINO fp32: Python
+# 21.6 ms vs native 23.0 ms worst round in tune, the order reversed in the benchmark's rounds). The native
+# runtime, the board's path with no Python per frame, is then the one that ranks.
+TWIN_TIE = 0.07
+
+
+def defers(rows: list[dict], speed: str) -> set[int]:
+    """Python rows not faster on `speed` (rank_ms or rank_fps) by more than TWIN_TIE than their native twin
+    (same candidate, threads, workers): they neither win nor stand on the front for that objective."""
+    twin = {(r["candidate"], r["threads"], r["workers"]): r[speed] for r in rows if r["native"]}
+    out = set()
+    for i, r in enumerate(rows):
+        t = twin.get((r["candidate"], r["threads"], r["workers"]))
+        if r["native"] or t is None:
+            continue
+        faster = r[speed] * (1 + TWIN_TIE) < t if speed.endswith("_ms") else r[speed] > t * (1 + TWIN_TIE)
+        if not faster:
+            out.add(i)
+    return out
+
+
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -75,8 +97,6 @@ def _held(r: dict) -> str:
 
 
 def table_md(result: dict) -> list[str]:
-    from edgesdk.build.tune import TWIN_TIE
-
     rows = result["candidates"]
     lines = ["| candidate | session | threads | workers | worst-round p50 ms | p50 ms | worst-round frames/s | "
              "accuracy (cosine vs ORT, firing samples) | barely firing, held by max-abs | top-1 | int8 top-1 drop "
