@@ -71,6 +71,9 @@ class ConvertOptions:
     calib_method: str = "kl"
     # the target's PreprocessSpec, for engines that fold mean/std into the model's input (rknn's NPU)
     preprocess: Any = None
+    # the user's model file: convert() reads a temporary optimized copy, so a name derived from the model
+    # (Triton's model directory) comes from this one
+    source: Path | None = None
 
 
 @dataclass

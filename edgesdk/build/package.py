@@ -110,7 +110,7 @@ def convert(model: str | Path, backend: str, out: str | Path, precision: str = "
         t = time.perf_counter()
         _say(progress, f"convert   {backend} {precision}")
         options = ConvertOptions(precision=precision, shapes=shapes, ranges=ranges, engine=dict(engine_options or {}),
-                                 preprocess=spec)
+                                 preprocess=spec, source=Path(model))
 
         def convert_from(graph: Path):
             if precision != "int8":

@@ -174,14 +174,15 @@ def _positive_int(value, what: str, source, minimum: int = 1) -> int:
     return value
 
 
-def _triton_options(engine: dict, model: Path) -> tuple[dict, dict]:
-    """Split options.engine into Triton's own settings (validated, defaults filled) and the engine backend's."""
+def _triton_options(engine: dict, model: Path, stem: str) -> tuple[dict, dict]:
+    """Split options.engine into Triton's own settings (validated, defaults filled) and the engine backend's;
+    the model is named by model_name, else by `stem` (the user's file name)."""
     own = {k: v for k, v in engine.items() if k in TRITON_KEYS}
     rest = {k: v for k, v in engine.items() if k not in TRITON_KEYS}
     kind = own.get("triton_backend", "onnxruntime")
     if kind not in TRITON_BACKENDS:
         raise ConversionError(f"{model}: triton_backend must be one of {', '.join(TRITON_BACKENDS)}, got {kind!r}")
-    name = own.get("model_name") or re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip(".-") or "model"
+    name = own.get("model_name") or re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-") or "model"
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConversionError(f"{model}: model_name {name!r} must be a directory name of letters, digits, '_', '.', '-'")
     default_kind = "gpu" if kind == "tensorrt" else "cpu"
@@ -292,7 +293,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
 
     model, out_dir = Path(model), Path(out_dir)
     options = options or ConvertOptions()
-    opts, engine_rest = _triton_options(options.engine, model)
+    opts, engine_rest = _triton_options(options.engine, model, Path(options.source or model).stem)
     kind, name = opts["kind"], opts["name"]
     backend = registry.get(kind)
 
