@@ -391,12 +391,12 @@ def test_no_session_says_how_to_serve(effnet_repo):
 
 def test_the_pipeline_names_the_model_after_the_users_file(effnet_onnx, tmp_path):
     """convert() hands the engine a temporary optimized copy (reference.onnx): the Triton model is still
-    named after the file the user gave, unless the profile names it."""
-    import re
-
+    named after the file the user gave, unless the profile names it, and its errors name that file."""
     from edgesdk.build.package import convert
 
     res = convert(effnet_onnx, "triton", tmp_path / "repo", require_engine=False)  # as `edgesdk convert` does
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", effnet_onnx.stem)
     assert res.artifact.meta["model_name"] == name != "reference"
     assert (tmp_path / "repo" / name / "config.pbtxt").is_file()
+    with pytest.raises(ConversionError, match=re.escape(f"{effnet_onnx}: triton_backend must be one of")):
+        convert(effnet_onnx, "triton", tmp_path / "bad", engine_options={"triton_backend": "nope"}, require_engine=False)

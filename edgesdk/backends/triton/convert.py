@@ -174,15 +174,15 @@ def _positive_int(value, what: str, source, minimum: int = 1) -> int:
     return value
 
 
-def _triton_options(engine: dict, model: Path, stem: str) -> tuple[dict, dict]:
+def _triton_options(engine: dict, model: Path) -> tuple[dict, dict]:
     """Split options.engine into Triton's own settings (validated, defaults filled) and the engine backend's;
-    the model is named by model_name, else by `stem` (the user's file name)."""
+    the model is named by model_name, else after `model` (the user's file)."""
     own = {k: v for k, v in engine.items() if k in TRITON_KEYS}
     rest = {k: v for k, v in engine.items() if k not in TRITON_KEYS}
     kind = own.get("triton_backend", "onnxruntime")
     if kind not in TRITON_BACKENDS:
         raise ConversionError(f"{model}: triton_backend must be one of {', '.join(TRITON_BACKENDS)}, got {kind!r}")
-    name = own.get("model_name") or re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-") or "model"
+    name = own.get("model_name") or re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip(".-") or "model"
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConversionError(f"{model}: model_name {name!r} must be a directory name of letters, digits, '_', '.', '-'")
     default_kind = "gpu" if kind == "tensorrt" else "cpu"
@@ -293,7 +293,9 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
 
     model, out_dir = Path(model), Path(out_dir)
     options = options or ConvertOptions()
-    opts, engine_rest = _triton_options(options.engine, model, Path(options.source or model).stem)
+    # the user's file (package converts a temporary optimized copy): it names the model and the errors
+    source = Path(options.source or model)
+    opts, engine_rest = _triton_options(options.engine, source)
     kind, name = opts["kind"], opts["name"]
     backend = registry.get(kind)
 
@@ -301,8 +303,8 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
     # A --shape fixes an input for this build: its dims decide batching as they will be served.
     sized = [TensorInfo(t.name, tuple(options.shapes[t.name]), t.dtype) if t.name in options.shapes else t
              for t in inputs]
-    mbs, preferred, batching_note = _batch_settings(opts, sized, outputs, model)
-    ranges = _batch_ranges(inputs, options, mbs, model) if kind == "tensorrt" and mbs else dict(options.ranges)
+    mbs, preferred, batching_note = _batch_settings(opts, sized, outputs, source)
+    ranges = _batch_ranges(inputs, options, mbs, source) if kind == "tensorrt" and mbs else dict(options.ranges)
     # Everything else goes to the engine as given: int8's calibration feeds, float layers and method included.
     sub_options = dataclasses.replace(options, shapes=dict(options.shapes), ranges=ranges, engine=engine_rest)
 
@@ -315,7 +317,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions | None = None) -
         shutil.rmtree(tmp / ".engine")
         config = model_config(
             name, kind, sub.inputs, sub.outputs, mbs, preferred, opts["max_queue_delay_us"],
-            opts["instance_count"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=model)
+            opts["instance_count"], opts["instance_kind"], names=sub.meta.get("tensor_names"), source=source)
         (tmp / name / CONFIG_FILE).write_text(to_pbtxt(config))
         (tmp / README_FILE).write_text(readme(out_dir, name, kind, mbs, batching_note))
         artifact = Artifact(
