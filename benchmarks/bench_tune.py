@@ -28,7 +28,7 @@ def compare(name: str, onnx: Path, calib: list[Path], frames, work: Path, minute
     import edgesdk
     from benchmarks.common import median_ms
     from edgesdk.build.tune import tune
-    from edgesdk.build.tune_report import accuracy, summary_text
+    from edgesdk.build.tune_report import ACCURACY_DECIMALS, accuracy, summary_text
 
     print(f"## {name}: edgesdk tune --minutes {minutes:g} (load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} cores)\n", flush=True)
@@ -60,9 +60,9 @@ def compare(name: str, onnx: Path, calib: list[Path], frames, work: Path, minute
     worst = {k: max(v) for k, v in times.items()}
     w = result["winner"]
     print(f"tuned: {w['candidate']} ({w['session']}, threads {w['threads'] or 'default'}, workers {w['workers']}), "
-          f"accuracy {accuracy(w):.5f} vs ONNX Runtime (cosine of the samples that fire; {w.get('near_zero', 0)} "
-          f"barely firing held by max-abs); ranked by the {result['rank_by']}; {rounds} rounds, load average "
-          f"{min(loads):.2f}-{max(loads):.2f}\n")
+          f"accuracy {accuracy(w):.{ACCURACY_DECIMALS}f} vs ONNX Runtime (cosine of the samples that fire; "
+          f"{w.get('near_zero', 0)} barely firing held by max-abs); ranked by the {result['rank_by']}; {rounds} rounds, "
+          f"load average {min(loads):.2f}-{max(loads):.2f}\n")
     print(f"{'profile':<22}{'profile ms':>12}{'tuned ms':>10}{'ratio':>8}{'worst-round ratio':>19}  goal <= 1")
     for p in PROFILES:
         if p in med:

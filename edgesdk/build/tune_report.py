@@ -123,7 +123,7 @@ def report_section(result: dict) -> str:
              f"Objective: {result['objective']}. Winner: {w['candidate']} on the {w['session']} session, "
              f"{w['threads'] or 'default'} engine thread(s), {w['workers']} stream worker(s): worst-round p50 "
              f"{w['rank_ms']:.2f} ms (median {w['p50_ms']:.2f} ms), {w['rank_fps']:.1f} frames/s in the worst round, "
-             f"accuracy {accuracy(w):.5f} (cosine against ONNX Runtime of the samples that fire). "
+             f"accuracy {accuracy(w):.{ACCURACY_DECIMALS}f} (cosine against ONNX Runtime of the samples that fire). "
              f"Ranked by the {result['rank_by']}. "
              f"{result['rounds']} interleaved round(s) on {result['frames']} real frames, {result['cores']} cores, "
              f"{result['free_cores']} free when timing began (others kept {result['load']['others_cores_before']:.2f} "
@@ -149,7 +149,7 @@ def summary_text(result: dict) -> str:
     w = result["winner"]
     out = [f"winner: {w['candidate']} ({w['session']}, threads {w['threads'] or 'default'}, workers {w['workers']}): "
            f"worst-round p50 {w['rank_ms']:.2f} ms (median {w['p50_ms']:.2f}), {w['rank_fps']:.1f} fps, "
-           f"accuracy {accuracy(w):.5f}",
+           f"accuracy {accuracy(w):.{ACCURACY_DECIMALS}f}",
            f"ranked by the {result['rank_by']}; {result['free_cores']} of {result['cores']} cores free when timing began",
            f"bundle {result['out']} (profile {result['profile']})", ""]
     out += table_md(result)
